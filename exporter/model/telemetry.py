@@ -1,0 +1,34 @@
+"""The exporter's own counters and health flags, as plain Python state.
+
+Every layer records what happened to it here (watch events, restarts, invalid objects, whether a
+data source answers); ``exporter.metrics.self`` turns it into ``calico_exporter_*`` series at
+scrape time. It lives at the bottom layer so that no feature needs prometheus-client.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Telemetry:
+    """Process-lifetime counters; one instance per process, passed to whoever records."""
+
+    watch_events: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(resource, event) -> count; event is ADDED, MODIFIED, DELETED, BOOKMARK or ERROR."""
+    watch_restarts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(resource, reason) -> count; reason is a short bounded word (expired, timeout, ...)."""
+    invalid_objects: Counter[str] = field(default_factory=Counter)
+    """resource -> number of objects (or selectors, or config lines) that failed to parse."""
+    source_up: dict[str, bool] = field(default_factory=dict)
+    """source name (kubernetes, bird, bird6, probes config, ...) -> answers right now."""
+
+    def invalid(self, resource: str, *, reason: str, name: str = "") -> None:
+        """Count one malformed input and log it once with its reason."""
+        self.invalid_objects[resource] += 1
+        log.warning("invalid_object", resource=resource, name=name, reason=reason)
