@@ -217,7 +217,7 @@ def options() -> tuple[Option, ...]:
     out: list[Option] = []
     for group, cls in GROUPS.items():
         hints = get_type_hints(cls)
-        docs = _docstrings(cls)
+        docs = _docstrings(cls)  # type: ignore[arg-type]
         for f in dataclasses.fields(cls):
             out.append(Option(group, f.name, hints[f.name], f.default, docs.get(f.name, "")))
     return tuple(out)
