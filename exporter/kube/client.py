@@ -1,0 +1,161 @@
+"""The raw-JSON Kubernetes API client, the only place that configures kubernetes-asyncio.
+
+kubernetes-asyncio provides configuration (kubeconfig, in-cluster service account with token
+refresh, TLS) and the authenticated HTTP transport. We call it with ``_preload_content=False`` and
+decode bodies ourselves with orjson: no typed model object is ever built, which is what keeps the
+watch path fast (see ``bench/``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+
+from exporter.config import KubeSettings
+from exporter.kube.resources import Resource
+from exporter.model import RawObject
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiError(Exception):
+    """The API answered with an error Status (or not at all: status 0)."""
+
+    def __init__(self, status: int, reason: str, message: str, *,
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+async def _error(resp: aiohttp.ClientResponse) -> ApiError:
+    """Turn an error response (a Status object, ideally) into an ApiError."""
+    body = await resp.read()
+    reason, message = resp.reason or "", body[:200].decode("utf-8", "replace")
+    try:
+        status = orjson.loads(body)
+        if isinstance(status, dict):
+            reason = str(status.get("reason") or reason)
+            message = str(status.get("message") or message)
+    except orjson.JSONDecodeError:
+        pass
+    return ApiError(resp.status, reason, message, retry_after=_retry_after(resp.headers))
+
+
+class KubeApi:
+    """Raw JSON requests against the API server the ApiClient is configured for."""
+
+    def __init__(self, api_client: Any, *, timeout: float) -> None:
+        self._api = api_client
+        self._timeout = timeout
+
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Send one request and return the open response (status already checked)."""
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            resp: aiohttp.ClientResponse = await self._api.call_api(
+                path,
+                method,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout or aiohttp.ClientTimeout(total=self._timeout),
+            )
+        except k8s_client.ApiException as exc:  # raised before sending, e.g. bad arguments
+            raise ApiError(int(exc.status or 0), str(exc.reason), str(exc.body)) from None
+        if resp.status >= 300:
+            try:
+                raise await _error(resp)
+            finally:
+                resp.release()
+        return resp
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> RawObject:
+        """One request whose JSON response body is returned as a dict."""
+        resp = await self.open(method, path, **kwargs)
+        async with resp:
+            data = await resp.read()
+        obj = orjson.loads(data)
+        if not isinstance(obj, dict):
+            raise ApiError(resp.status, "BadResponse", "response body is not a JSON object")
+        return obj
+
+    async def list(self, resource: Resource, *, query: Mapping[str, str] | None = None,
+                   namespace: str | None = None) -> RawObject:
+        return await self.request("GET", resource.path(namespace=namespace), query=query)
+
+    async def get(self, resource: Resource, name: str, *,
+                  namespace: str | None = None) -> RawObject:
+        return await self.request("GET", resource.path(name, namespace=namespace))
+
+    async def create(self, resource: Resource, body: RawObject, *,
+                     namespace: str | None = None) -> RawObject:
+        return await self.request("POST", resource.path(namespace=namespace), body=body,
+                                  content_type="application/json")
+
+    async def patch_merge(self, resource: Resource, name: str, patch: RawObject, *,
+                          namespace: str | None = None) -> RawObject:
+        """RFC 7386 merge patch (kubernetes-asyncio would default to json-patch: see testing.md)."""
+        return await self.request("PATCH", resource.path(name, namespace=namespace), body=patch,
+                                  content_type=MERGE_PATCH)
+
+    async def delete(self, resource: Resource, name: str, *, namespace: str | None = None,
+                     uid: str | None = None) -> RawObject:
+        """Delete one object; with ``uid``, only if it is still that very object."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if uid:
+            body["preconditions"] = {"uid": uid}  # type: ignore[assignment]
+        return await self.request("DELETE", resource.path(name, namespace=namespace), body=body,
+                                  content_type="application/json")
+
+
+@asynccontextmanager
+async def connect(settings: KubeSettings, *,
+                  environ: Mapping[str, str] | None = None) -> AsyncIterator[KubeApi]:
+    """A KubeApi for the configured cluster: in-cluster config in a pod, else kubeconfig."""
+    env = os.environ if environ is None else environ
+    cfg = k8s_client.Configuration()
+    if not settings.kubeconfig and env.get("KUBERNETES_SERVICE_HOST"):
+        k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    else:
+        path = (settings.kubeconfig or env.get("KUBECONFIG", "").split(":")[0]
+                or str(Path.home() / ".kube" / "config"))
+        await k8s_config.load_kube_config(
+            config_file=path, context=settings.context or None, client_configuration=cfg
+        )
+    async with k8s_client.ApiClient(cfg) as api_client:
+        api_client.user_agent = "calico-exporter"
+        yield KubeApi(api_client, timeout=settings.api_timeout)

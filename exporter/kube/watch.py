@@ -1,0 +1,247 @@
+"""List-then-watch over raw JSON: one :class:`Informer` per resource type keeps one Store exact.
+
+The loop (kopf's ``infinite_watch``/``continuous_watch`` split, in one class):
+
+1. LIST in pages (``limit``/``continue``, one snapshot) and :meth:`Store.replace` the store, which
+   also drops objects deleted while we were not watching.
+2. WATCH from the list's resourceVersion with ``allowWatchBookmarks`` and ``timeoutSeconds``,
+   tracking the resourceVersion of every event, bookmarks included. A stream that ends normally
+   is resumed from the last resourceVersion without a new LIST.
+3. ``410 Expired`` (as HTTP status or as an ERROR event) means our resourceVersion was compacted
+   away: relist. Any other failure (connection reset, a stalled stream past the inactivity
+   timeout, 429, 5xx) is retried from the last resourceVersion after a jittered exponential
+   backoff that honours ``Retry-After``.
+
+Events are decoded with orjson straight from the chunked body; an object that fails to parse is
+logged, counted (``calico_exporter_invalid_objects_total``) and skipped, and the store keeps the
+last valid version of it. Nothing here builds kubernetes-asyncio model objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+import aiohttp
+import orjson
+import structlog
+
+from exporter.config import WatchSettings
+from exporter.kube.client import ApiError, KubeApi
+from exporter.kube.resources import Resource
+from exporter.kube.store import Store
+from exporter.model import ObjectKey, ParseError, RawObject, object_key
+from exporter.model.telemetry import Telemetry
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+
+class _Expired(Exception):
+    """Our resourceVersion is too old: the only cure is a fresh LIST."""
+
+
+class _Restart(Exception):
+    """The stream broke in a way worth a bounded reason label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def backoff_delay(attempt: int, *, initial: float, maximum: float,
+                  retry_after: float | None = None) -> float:
+    """Full-jitter exponential backoff; never shorter than the server's Retry-After."""
+    delay = random.uniform(0, min(maximum, initial * (2 ** min(attempt, 30))))
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+class Informer(Generic[T]):
+    """Keeps ``store`` equal to the API's view of one resource type, forever."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        resource: Resource,
+        *,
+        parse: Callable[[RawObject], T],
+        store: Store[T],
+        settings: WatchSettings,
+        telemetry: Telemetry,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.api = api
+        self.resource = resource
+        self.parse = parse
+        self.store = store
+        self.settings = settings
+        self.telemetry = telemetry
+        self.selectors: dict[str, str] = {}
+        if label_selector:
+            self.selectors["labelSelector"] = label_selector
+        if field_selector:
+            self.selectors["fieldSelector"] = field_selector
+        self._sleep = sleep
+        self._name = resource.name
+
+    async def run(self) -> None:
+        """List, then watch, forever; only cancellation ends it."""
+        rv: str | None = None
+        attempt = 0
+        while True:
+            reason: str
+            retry_after: float | None = None
+            try:
+                if rv is None:
+                    rv = await self.list_once()
+                rv = await self.watch_once(rv)
+                attempt = 0
+                reason = "end"
+            except _Expired:
+                rv, reason = None, "expired"
+            except _Restart as exc:
+                reason = exc.reason
+            except ApiError as exc:
+                if exc.status == 410:
+                    rv, reason = None, "expired"
+                else:
+                    reason = (
+                        "throttled" if exc.status == 429
+                        else "server_error" if exc.status >= 500
+                        else "client_error"
+                    )
+                    retry_after = exc.retry_after
+                    if exc.status in (401, 403):
+                        log.error("watch_forbidden", resource=self._name, status=exc.status,
+                                  message=exc.message)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                reason = "connection"
+                log.debug("watch_connection_error", resource=self._name, error=repr(exc))
+            self.telemetry.watch_restarts[(self._name, reason)] += 1
+            if reason in ("end", "expired"):
+                log.debug("watch_restarted", resource=self._name, reason=reason)
+                continue
+            self.telemetry.source_up["kubernetes"] = False
+            delay = backoff_delay(attempt, initial=self.settings.backoff_initial,
+                                  maximum=self.settings.backoff_max, retry_after=retry_after)
+            attempt += 1
+            log.info("watch_restarted", resource=self._name, reason=reason,
+                     delay=round(delay, 3))
+            await self._sleep(delay)
+
+    async def list_once(self) -> str:
+        """LIST every page of one snapshot into the store; returns the list resourceVersion."""
+        objects: dict[ObjectKey, T] = {}
+        query = dict(self.selectors)
+        query["limit"] = str(self.settings.list_page_size)
+        rv = ""
+        while True:
+            body = await self.api.list(self.resource, query=query)
+            items = body.get("items") or []
+            for raw in items:
+                parsed = self._parse(raw)
+                if parsed is not None:
+                    objects[parsed[0]] = parsed[1]
+                else:
+                    self._keep_previous(raw, objects)
+            meta = body.get("metadata") or {}
+            rv = str(meta.get("resourceVersion") or "")
+            cont = meta.get("continue")
+            if not cont:
+                break
+            query["continue"] = str(cont)
+        self.store.replace(objects)
+        self.telemetry.source_up["kubernetes"] = True
+        log.debug("listed", resource=self._name, objects=len(objects), resource_version=rv)
+        return rv
+
+    async def watch_once(self, rv: str) -> str:
+        """Follow one watch stream until the server ends it; returns the last resourceVersion."""
+        query = dict(self.selectors)
+        query.update(
+            watch="true",
+            resourceVersion=rv,
+            allowWatchBookmarks="true",
+            timeoutSeconds=str(max(1, int(self.settings.watch_timeout))),
+        )
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.inactivity_timeout)
+        resp = await self.api.open("GET", self.resource.path(), query=query, timeout=timeout)
+        self.telemetry.source_up["kubernetes"] = True
+        buf = bytearray()
+        async with resp:
+            while True:
+                try:
+                    async with asyncio.timeout(self.settings.inactivity_timeout):
+                        chunk = await resp.content.readany()
+                except TimeoutError:
+                    raise _Restart("inactivity") from None
+                if not chunk:
+                    if buf.strip():
+                        raise _Restart("connection")  # stream cut inside an event
+                    return rv
+                buf += chunk
+                start = 0
+                while (end := buf.find(b"\n", start)) >= 0:
+                    line = buf[start:end]
+                    start = end + 1
+                    if line.strip():
+                        rv = self._event(line, rv)
+                del buf[:start]
+
+    def _event(self, line: bytearray, rv: str) -> str:
+        try:
+            event = orjson.loads(line)
+            kind = event["type"]
+            raw = event["object"]
+            if not isinstance(raw, dict):
+                raise TypeError("object is not a map")
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.telemetry.invalid(self._name, reason="malformed watch event")
+            raise _Restart("malformed") from None
+        self.telemetry.watch_events[(self._name, str(kind))] += 1
+        if kind == "ERROR":
+            code = raw.get("code")
+            if code == 410:
+                raise _Expired
+            raise ApiError(int(code or 500), str(raw.get("reason", "")),
+                           str(raw.get("message", "")))
+        new_rv = (raw.get("metadata") or {}).get("resourceVersion")
+        if kind == "BOOKMARK":
+            return str(new_rv or rv)
+        if kind == "DELETED":
+            try:
+                self.store.delete(object_key(raw))
+            except ParseError as exc:
+                self.telemetry.invalid(self._name, reason=str(exc))
+        elif kind in ("ADDED", "MODIFIED"):
+            parsed = self._parse(raw)
+            if parsed is not None:
+                self.store.upsert(*parsed)
+        else:
+            log.warning("watch_unknown_event", resource=self._name, type=str(kind))
+        return str(new_rv or rv)
+
+    def _parse(self, raw: RawObject) -> tuple[ObjectKey, T] | None:
+        try:
+            return object_key(raw), self.parse(raw)
+        except ParseError as exc:
+            name = str((raw.get("metadata") or {}).get("name", ""))
+            self.telemetry.invalid(self._name, reason=str(exc), name=name)
+            return None
+
+    def _keep_previous(self, raw: RawObject, objects: dict[ObjectKey, T]) -> None:
+        """A malformed item in a LIST: keep the last valid version we had of it, if any."""
+        try:
+            key = object_key(raw)
+        except ParseError:
+            return
+        previous = self.store.get(key)
+        if previous is not None:
+            objects[key] = previous

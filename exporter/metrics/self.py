@@ -1,0 +1,72 @@
+"""The exporter's own health: build info, source up/down, watch and parse counters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import Metric
+
+from exporter import __version__
+from exporter.metrics.spec import MetricSpec
+from exporter.model.telemetry import Telemetry
+
+BUILD_INFO = MetricSpec(
+    "calico_exporter_build_info", "gauge", "Version of the running calico-exporter; always 1.",
+    ("version",),
+)
+SOURCE_UP = MetricSpec(
+    "calico_exporter_source_up", "gauge",
+    "1 when a data source (kubernetes, bird, bird6, ...) answered on its last attempt, else 0.",
+    ("source",),
+)
+WATCH_EVENTS = MetricSpec(
+    "calico_exporter_watch_events_total", "counter",
+    "Watch events received, by resource and event type (ADDED, MODIFIED, DELETED, BOOKMARK, "
+    "ERROR).",
+    ("resource", "event"),
+)
+WATCH_RESTARTS = MetricSpec(
+    "calico_exporter_watch_restarts_total", "counter",
+    "Watch streams restarted, by resource and reason: end (server closed it normally), expired "
+    "(410, relisted), inactivity, connection, throttled (429), server_error (5xx), "
+    "client_error, malformed.",
+    ("resource", "reason"),
+)
+INVALID_OBJECTS = MetricSpec(
+    "calico_exporter_invalid_objects_total", "counter",
+    "Objects, selectors or config entries that failed to parse and were skipped, by resource.",
+    ("resource",),
+)
+
+SPECS = (BUILD_INFO, SOURCE_UP, WATCH_EVENTS, WATCH_RESTARTS, INVALID_OBJECTS)
+
+
+class SelfCollector:
+    """Reads a Telemetry; never raises (it only iterates plain dicts)."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._t = telemetry
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        build = BUILD_INFO.gauge()
+        build.add_metric([__version__], 1.0)
+        yield build
+        up = SOURCE_UP.gauge()
+        for source, ok in sorted(self._t.source_up.items()):
+            up.add_metric([source], 1.0 if ok else 0.0)
+        yield up
+        events = WATCH_EVENTS.counter()
+        for (resource, event), n in sorted(self._t.watch_events.items()):
+            events.add_metric([resource, event], n)
+        yield events
+        restarts = WATCH_RESTARTS.counter()
+        for (resource, reason), n in sorted(self._t.watch_restarts.items()):
+            restarts.add_metric([resource, reason], n)
+        yield restarts
+        invalid = INVALID_OBJECTS.counter()
+        for resource, n in sorted(self._t.invalid_objects.items()):
+            invalid.add_metric([resource], n)
+        yield invalid
