@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/calico-exporter demo
+	$(BIN)/calico-exporter demo --listen "$${CALICO_EXPORTER_LISTEN:-127.0.0.1:9808}"
 
 # Debian packages the tests drive for real: promtool and the Prometheus server,
 # BIRD 1.6.8, nftables and iproute2 for network namespaces. Installed only when missing.

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 from exporter.sim.apiserver import ApiServer
-from exporter.sim.ipam import IpamAllocator
 
 from exporter.sim.calico_node import BIRD_VERSION, CNS, StatusReporter, bird_since, bird_time
 from exporter.sim.errors import ApiError
+from exporter.sim.ipam import IpamAllocator
 from exporter.sim.scenario import Scenario, SimNode, SimPod
 
 CALICO = "crd.projectcalico.org/v1"
@@ -165,7 +165,7 @@ class SimCluster:
                 "cni.projectcalico.org/podIPs": ",".join(
                     f"{ip}/{32 if ':' not in ip else 128}" for ip in ips),
             }
-        obj = self.api.create({
+        obj: dict[str, Any] = self.api.create({
             "apiVersion": "v1", "kind": "Pod", "metadata": meta,
             "spec": {"nodeName": pod.node, "hostNetwork": pod.host_network,
                      "serviceAccountName": pod.service_account,

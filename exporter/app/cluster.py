@@ -1,0 +1,79 @@
+"""The cluster role: watches, stores, the CalicoNodeStatus refresher and their collectors.
+
+One process per cluster (a single-replica Deployment). It builds one Store and one Informer per
+resource type it needs, shares the pod store between IPAM and policy, and hands every feature its
+stores. Nothing here computes anything: it only wires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.app.supervisor import Job
+from exporter.config import Settings
+from exporter.kube import resources as r
+from exporter.kube.client import KubeApi
+from exporter.kube.store import Store
+from exporter.kube.watch import Informer
+from exporter.metrics.bgp import BGPCollector
+from exporter.metrics.registry import Collector
+from exporter.model import RawObject
+from exporter.model.core import parse_node
+from exporter.model.nodestatus import parse_node_status
+from exporter.model.telemetry import Telemetry
+from exporter.nodestatus.refresher import OWNED_SELECTOR, NodeStatusRefresher
+from exporter.nodestatus.view import NodeStatusView
+
+
+@dataclass
+class Role:
+    """What a role contributes to the process: named jobs, collectors and a readiness check."""
+
+    jobs: dict[str, Job] = field(default_factory=dict)
+    collectors: list[Collector] = field(default_factory=list)
+    stores: list[Store[Any]] = field(default_factory=list)
+    checks: list[Callable[[], bool]] = field(default_factory=list)
+    """Extra readiness conditions besides every store having synced."""
+
+    def ready(self) -> bool:
+        return (all(store.synced.is_set() for store in self.stores)
+                and all(check() for check in self.checks))
+
+
+class _Watches:
+    """Creates one store and informer per resource, each exactly once."""
+
+    def __init__(self, api: KubeApi, settings: Settings, telemetry: Telemetry, role: Role) -> None:
+        self._api, self._settings, self._telemetry, self._role = api, settings, telemetry, role
+
+    def add(self, resource: r.Resource, parse: Callable[[RawObject], Any], *,
+            label_selector: str | None = None) -> Store[Any]:
+        store: Store[Any] = Store(resource.name)
+        informer = Informer(self._api, resource, parse=parse, store=store,
+                            settings=self._settings.watch, telemetry=self._telemetry,
+                            label_selector=label_selector)
+        self._role.jobs[f"watch-{resource.name}.{resource.group or 'core'}"] = informer.run
+        self._role.stores.append(store)
+        return store
+
+
+def build_cluster_role(api: KubeApi, settings: Settings, telemetry: Telemetry) -> Role:
+    """Wire every cluster-mode feature against one API connection."""
+    role = Role()
+    watches = _Watches(api, settings, telemetry, role)
+    ns_settings = settings.node_status
+
+    nodes = watches.add(r.NODES, parse_node)
+    statuses = watches.add(
+        r.CALICO_NODE_STATUSES, parse_node_status,
+        label_selector=OWNED_SELECTOR if ns_settings.manage_node_status else None,
+    )
+    if ns_settings.manage_node_status:
+        refresher = NodeStatusRefresher(api, nodes=nodes, statuses=statuses,
+                                        settings=ns_settings, watch=settings.watch)
+        role.jobs["node-status-refresher"] = refresher.run
+    view = NodeStatusView(statuses=statuses, nodes=nodes, prefix=ns_settings.node_status_prefix)
+    role.collectors.append(BGPCollector(view.snapshot))
+    return role

@@ -1,0 +1,142 @@
+"""The roles as coroutines: build components, serve /metrics, supervise the jobs until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+
+from exporter.app.cluster import Role, build_cluster_role
+from exporter.app.supervisor import supervise
+from exporter.config import ConfigError, Settings
+from exporter.kube.client import connect
+from exporter.metrics.bgp import BGPCollector
+from exporter.metrics.registry import build_registry
+from exporter.metrics.self import SelfCollector
+from exporter.model.telemetry import Telemetry
+from exporter.server import make_app, serve
+
+
+async def serve_roles(roles: Iterable[Role], *, settings: Settings, telemetry: Telemetry,
+                      stop: asyncio.Event,
+                      on_serving: Callable[[int], None] | None = None) -> None:
+    """Serve the roles' collectors on one endpoint and supervise all their jobs.
+
+    ``on_serving`` gets the bound port once /metrics answers (port 0 in the settings picks one).
+    """
+    roles = list(roles)
+    collectors = [c for role in roles for c in role.collectors]
+    registry = build_registry([*collectors, SelfCollector(telemetry)])
+    jobs = {name: job for role in roles for name, job in role.jobs.items()}
+
+    def ready() -> bool:
+        return all(role.ready() for role in roles)
+
+    async with serve(make_app(registry, ready=ready), listen=settings.server.listen) as port:
+        if on_serving is not None:
+            on_serving(port)
+        await supervise(jobs, stop=stop)
+
+
+async def run_node(settings: Settings, stop: asyncio.Event) -> None:
+    """Node mode: BGP state straight from this node's BIRD sockets; no Kubernetes API at all."""
+    from exporter.bird.poller import BirdPoller
+
+    telemetry = Telemetry()
+    try:
+        poller = BirdPoller(settings.bird, telemetry=telemetry)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    role = Role(jobs={"bird-poller": poller.run}, collectors=[BGPCollector(poller.snapshot)],
+                checks=[poller.polled.is_set])
+    await serve_roles([role], settings=settings, telemetry=telemetry, stop=stop)
+
+
+async def run_cluster(settings: Settings, stop: asyncio.Event) -> None:
+    telemetry = Telemetry()
+    async with connect(settings.kube) as api:
+        role = build_cluster_role(api, settings, telemetry)
+        await serve_roles([role], settings=settings, telemetry=telemetry, stop=stop)
+
+
+DEMO_BANNER = """
+calico-exporter demo: the simulated cluster {scenario!r} is running.
+
+  Metrics    http://{listen}/metrics      (also /healthz and /readyz)
+  Kube API   {apiserver}  (an emulator; kubeconfig: {kubeconfig})
+
+Replay the write-up against the simulated lab:
+
+  kubectl --kubeconfig {kubeconfig} get ippools.crd.projectcalico.org -o yaml
+  kubectl --kubeconfig {kubeconfig} get caliconodestatuses.crd.projectcalico.org -o yaml
+  kubectl --kubeconfig {kubeconfig} get pods -A -o wide
+
+Try:  curl -s http://{listen}/metrics | grep calico_bgp_peers
+A BGP session flaps every {flap:.0f} s so dashboards and alerts have something to show.
+Stop with Ctrl-C.
+"""
+
+
+async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
+    """The cluster role (and a probe agent) against the emulator running the simulated lab."""
+    import dataclasses
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from exporter.server import split_host_port
+    from exporter.sim.apiserver import ApiServer
+    from exporter.sim.cluster import SimCluster
+    from exporter.sim.scenario import ScenarioError, load
+
+    try:
+        scenario = load(settings.demo.scenario)
+    except ScenarioError as exc:
+        raise ConfigError(
+            f"invalid value for --scenario (CALICO_EXPORTER_SCENARIO): {exc}") from None
+    host, port = split_host_port(settings.demo.apiserver_listen)
+    apiserver = ApiServer(token="demo-token")  # noqa: S106  (the emulator's own, printed token)
+    await apiserver.start(host, port)
+    cluster = SimCluster(apiserver, scenario)
+    try:
+        with tempfile.TemporaryDirectory(prefix="calico-exporter-demo-") as tmp:
+            kubeconfig = apiserver.write_kubeconfig(Path(tmp) / "kubeconfig")
+            await cluster.start()
+            if settings.demo.flap_interval > 0:
+                cluster.start_flapping(settings.demo.flap_interval)
+            settings = dataclasses.replace(
+                settings, kube=dataclasses.replace(settings.kube, kubeconfig=str(kubeconfig)))
+            telemetry = Telemetry()
+            async with connect(settings.kube) as api:
+                role = build_cluster_role(api, settings, telemetry)
+                sys.stdout.write(DEMO_BANNER.format(
+                    scenario=scenario.name, listen=settings.server.listen,
+                    apiserver=apiserver.url, kubeconfig=kubeconfig,
+                    flap=settings.demo.flap_interval))
+                sys.stdout.flush()
+                await serve_roles([role], settings=settings, telemetry=telemetry, stop=stop)
+    finally:
+        await cluster.stop()
+        await apiserver.stop()
+
+
+def check_probe_config(settings: Settings) -> list[str]:
+    """Exact error messages for the probe config named by the settings (none when valid)."""
+    if not settings.probes.probe_config:
+        return []
+    from exporter.probes.config import validate_probe_config
+
+    return validate_probe_config(settings.probes.probe_config)
+
+
+def selector(expression: str, labels: list[str] | None) -> tuple[int, str]:
+    """The ``selector`` subcommand: (exit code, text to print)."""
+    from exporter.policy.cli import selector_command
+
+    return selector_command(expression, labels or [])
+
+
+async def run_probe(settings: Settings, stop: asyncio.Event) -> None:
+    """A probe agent: the probes of this source namespace, on their schedules."""
+    from exporter.app.probe import run_probe_role
+
+    await run_probe_role(settings, stop=stop)

@@ -1,0 +1,136 @@
+"""A running lab: the API emulator, a simulated Calico cluster, and the exporter's cluster role.
+
+The exporter runs in-process through the same ``serve_roles`` the CLI uses and talks to the
+emulator over HTTP with the real kubernetes-asyncio client; tests read its real ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from exporter.sim.apiserver import ApiServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import config
+from exporter.app.cluster import build_cluster_role
+from exporter.app.run import serve_roles
+from exporter.kube.client import connect
+from exporter.model.telemetry import Telemetry
+from exporter.sim.cluster import SimCluster
+from exporter.sim.scenario import load
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_samples(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def series(samples: Samples, name: str, **labels: str) -> list[dict[str, str]]:
+    """Label sets of every sample of ``name`` that has the given labels."""
+    want = set(labels.items())
+    return [dict(lbl) for (n, lbl) in samples if n == name and want <= set(lbl)]
+
+
+@dataclass
+class Lab:
+    apiserver: ApiServer
+    cluster: SimCluster
+    kubeconfig: Path
+    settings: config.Settings
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    port: int = 0
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    async def scrape(self, path: str = "/metrics") -> str:
+        async with aiohttp.ClientSession() as session, session.get(
+            f"http://127.0.0.1:{self.port}{path}"
+        ) as resp:
+            return await resp.text()
+
+    async def samples(self) -> Samples:
+        return parse_samples(await self.scrape())
+
+    async def wait_for(self, predicate: Callable[[Samples], bool], *, timeout: float = 20.0,
+                       what: str = "condition") -> Samples:
+        """Scrape until ``predicate`` holds; fail after ``timeout`` seconds (a bound, not a
+        performance assertion)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = await self.samples()
+            if predicate(got):
+                return got
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out waiting for {what}")
+            await asyncio.sleep(0.1)
+
+
+def lab_settings(kubeconfig: Path, **overrides: object) -> config.Settings:
+    flags = {
+        "listen": "127.0.0.1:0",
+        "kubeconfig": str(kubeconfig),
+        "node_status_update_period": 1,
+        "watch_timeout": "5s",
+        "inactivity_timeout": "2s",
+        "backoff_initial": "50ms",
+        "backoff_max": "500ms",
+        "list_page_size": 5,
+    }
+    flags.update(overrides)
+    return config.load(flags=flags, environ={})
+
+
+async def start_lab(tmp_path: Path, *, scenario: str = "nke-lab",
+                    rbac_rules: list[dict] | None = None, **overrides: object) -> Lab:
+    apiserver = ApiServer(token="test-token", rbac_rules=rbac_rules, bookmark_interval=0.5)
+    await apiserver.start()
+    cluster = SimCluster(apiserver, load(scenario))
+    await cluster.start()
+    kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
+    lab = Lab(apiserver, cluster, kubeconfig, lab_settings(kubeconfig, **overrides))
+    serving = asyncio.Event()
+
+    def on_serving(port: int) -> None:
+        lab.port = port
+        serving.set()
+
+    async def run() -> None:
+        async with connect(lab.settings.kube) as api:
+            role = build_cluster_role(api, lab.settings, lab.telemetry)
+            await serve_roles([role], settings=lab.settings, telemetry=lab.telemetry,
+                              stop=lab.stop, on_serving=on_serving)
+
+    lab.task = asyncio.create_task(run(), name="exporter-under-test")
+    waiter = asyncio.create_task(serving.wait(), name="wait-serving")
+    await asyncio.wait([lab.task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if lab.task.done():
+        await lab.cluster.stop()
+        await apiserver.stop()
+        lab.task.result()
+    return lab
+
+
+async def stop_lab(lab: Lab) -> None:
+    lab.stop.set()
+    if lab.task is not None:
+        await lab.task
+    await lab.cluster.stop()
+    await lab.apiserver.stop()
+
+

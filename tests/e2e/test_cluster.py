@@ -1,0 +1,125 @@
+"""Issue 2 end to end: the cluster role against the emulator running the simulated nke-lab."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from exporter.nodestatus.refresher import MANAGED_BY, MANAGER
+from tests.e2e.lab import Lab, series, start_lab, stop_lab, value
+
+MASTER = "nke-dev01-89e792-master-0"
+WORKER0 = "nke-dev01-89e792-worker-0"
+WORKER1 = "nke-dev01-89e792-worker-1"
+CNS = "caliconodestatuses.crd.projectcalico.org"
+
+
+def established(node: str) -> object:
+    return lambda s: value(s, "calico_bgp_peers", node=node, ip_version="4",
+                           state="established") == 2
+
+
+class TestNkeLab:
+    async def test_write_up_numbers(self, lab: Lab) -> None:
+        """The master has 2 established mesh peers, 2 FIB NodeMesh routes, and per-peer series."""
+        got = await lab.wait_for(established(MASTER), what="master's peers")
+        assert value(got, "calico_bgp_routes", node=MASTER, ip_version="4", type="FIB",
+                     source_type="NodeMesh") == 2
+        peers = {s["peer_ip"] for s in series(got, "calico_bgp_peer_up", node=MASTER)}
+        assert peers == {"192.168.102.103", "192.168.102.104"}
+        assert value(got, "calico_bgp_peer_state", node=MASTER, ip_version="4",
+                     peer_ip="192.168.102.103", peer_type="NodeMesh", state="Established") == 1
+        assert value(got, "calico_bird_ready", node=MASTER, ip_version="4") == 1
+
+    async def test_one_status_per_node_owned_by_the_node(self, lab: Lab) -> None:
+        """Each node gets exactly one CalicoNodeStatus of ours, labelled and owned by its Node."""
+        await lab.wait_for(established(MASTER), what="statuses")
+        ours = lab.apiserver.list(CNS, label_selector=f"{MANAGED_BY}={MANAGER}")
+        assert sorted(o["spec"]["node"] for o in ours) == sorted([MASTER, WORKER0, WORKER1])
+        for obj in ours:
+            node = lab.apiserver.get("nodes", obj["spec"]["node"])
+            assert obj["metadata"]["ownerReferences"] == [
+                {"apiVersion": "v1", "kind": "Node", "name": node["metadata"]["name"],
+                 "uid": node["metadata"]["uid"]}]
+            assert obj["spec"]["classes"] == ["Agent", "BGP", "Routes"]
+            assert obj["spec"]["updatePeriodSeconds"] == 1
+
+    async def test_readyz_after_sync(self, lab: Lab) -> None:
+        """/readyz answers 200 once every watched resource has been listed."""
+        await lab.wait_for(established(MASTER), what="sync")
+        assert (await lab.scrape("/readyz")).strip() == "ok"
+        assert (await lab.scrape("/healthz")).strip() == "ok"
+
+
+class TestPeerFlap:
+    async def test_peer_down_and_up(self, lab: Lab) -> None:
+        """A peer taken down shows calico_bgp_peer_up 0 within one update period plus 2 s."""
+        await lab.wait_for(established(MASTER), what="initial peers")
+        labels = {"node": MASTER, "ip_version": "4", "peer_ip": "192.168.102.103",
+                  "peer_type": "NodeMesh"}
+        lab.cluster.set_session(MASTER, WORKER0, up=False)
+        got = await lab.wait_for(lambda s: value(s, "calico_bgp_peer_up", **labels) == 0,
+                                 timeout=1 + 2, what="peer down")
+        assert value(got, "calico_bgp_peers", node=MASTER, ip_version="4",
+                     state="not_established") == 1
+        lab.cluster.set_session(MASTER, WORKER0, up=True)
+        await lab.wait_for(lambda s: value(s, "calico_bgp_peer_up", **labels) == 1,
+                           timeout=1 + 2, what="peer up again")
+
+
+class TestLifecycle:
+    async def test_node_leaves(self, lab: Lab) -> None:
+        """Deleting a node removes its CalicoNodeStatus and all of its series."""
+        await lab.wait_for(established(WORKER1), what="worker-1 peers")
+        lab.cluster.remove_node(WORKER1)
+        await lab.wait_for(lambda s: not [k for k in s if ("node", WORKER1) in k[1]],
+                           what="worker-1 series gone")
+        deadline = time.monotonic() + 10
+        while [o for o in lab.apiserver.list(CNS) if o["spec"]["node"] == WORKER1]:
+            assert time.monotonic() < deadline, "status of the removed node still exists"
+            await asyncio.sleep(0.1)
+
+    async def test_drift_is_repaired(self, lab: Lab) -> None:
+        """A drifted spec of ours is patched back; objects not labelled ours are left alone."""
+        await lab.wait_for(established(MASTER), what="sync")
+        name = f"calico-exporter-{MASTER}"
+        lab.apiserver.patch(CNS, name, {"spec": {"updatePeriodSeconds": 600}})
+        foreign = {"apiVersion": "crd.projectcalico.org/v1", "kind": "CalicoNodeStatus",
+                   "metadata": {"name": "caliconodestatus-master-0"},
+                   "spec": {"node": MASTER, "classes": ["BGP"], "updatePeriodSeconds": 10}}
+        lab.apiserver.create(foreign)
+        deadline = time.monotonic() + 10
+        while lab.apiserver.get(CNS, name)["spec"]["updatePeriodSeconds"] != 1:
+            assert time.monotonic() < deadline, "drift not repaired"
+            await asyncio.sleep(0.1)
+        assert lab.apiserver.get(CNS, "caliconodestatus-master-0")["spec"]["classes"] == ["BGP"]
+
+    async def test_no_writes_in_steady_state(self, lab: Lab) -> None:
+        """After the initial creates the exporter sends no write, however often statuses change."""
+        await lab.wait_for(established(MASTER), what="sync")
+        await asyncio.sleep(0.5)
+        lab.apiserver.clear_requests()
+        lab.cluster.set_session(MASTER, WORKER0, up=False)
+        await asyncio.sleep(2.5)
+        lab.cluster.set_session(MASTER, WORKER0, up=True)
+        await asyncio.sleep(1.5)
+        writes = [r for r in lab.apiserver.requests if r.method not in ("GET",)]
+        assert writes == []
+
+
+class TestUnmanaged:
+    async def test_watch_only(self, tmp_path: Path) -> None:
+        """--no-manage-node-status creates nothing and exports the statuses that exist."""
+        running = await start_lab(tmp_path, manage_node_status=False)
+        try:
+            running.apiserver.create({
+                "apiVersion": "crd.projectcalico.org/v1", "kind": "CalicoNodeStatus",
+                "metadata": {"name": "caliconodestatus-master-0"},
+                "spec": {"node": MASTER, "classes": ["Agent", "BGP", "Routes"],
+                         "updatePeriodSeconds": 1}})
+            got = await running.wait_for(established(MASTER), what="user status")
+            assert not series(got, "calico_bgp_peers", node=WORKER0)
+            assert [r for r in running.apiserver.requests if r.method != "GET"] == []
+        finally:
+            await stop_lab(running)
