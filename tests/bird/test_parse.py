@@ -8,11 +8,8 @@ Calico v3.32.1), mapped to our model as ``calico-model.md`` §1.2 and §5 descri
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,11 +32,7 @@ from exporter.bird.parse import (
     split_replies,
 )
 from exporter.model.bgp import BGPPeer, BirdAgent, PeerCounts, RouteCount
-
-DATA = Path(__file__).parent / "data"
-UPSTREAM: dict[str, Any] = yaml.safe_load(
-    (DATA / "bird-socket-transcripts-node-populator-tests.yaml").read_text())
-REAL: dict[str, Any] = yaml.safe_load((DATA / "bird-1.6.8-debian-captures.yaml").read_text())
+from tests.bird.transcripts import REAL, UPSTREAM, UPSTREAM_FILE
 
 T_2016_11_21 = 1479686400.0  # 2016-11-21T00:00:00Z
 T_BOOT = 1632082256.0  # 2021-09-19T20:10:56Z
@@ -74,7 +67,7 @@ def real(name: str) -> Reply:
 
 def test_upstream_file_keeps_its_source_header() -> None:
     """The copied sample file still starts with its Source line, and has the seven transcripts."""
-    text = (DATA / "bird-socket-transcripts-node-populator-tests.yaml").read_text()
+    text = UPSTREAM_FILE.read_text()
     assert text.startswith("# Source: projectcalico/calico tag v3.32.1")
     assert set(UPSTREAM) == {
         "show_status", "show_protocols_v4", "show_protocols_all_Mesh_172_17_8_102",
