@@ -13,14 +13,17 @@ from typing import Any
 
 from exporter.app.supervisor import Job
 from exporter.config import Settings
+from exporter.ipam import wire_ipam
 from exporter.kube import resources as r
 from exporter.kube.client import KubeApi
 from exporter.kube.store import Store
 from exporter.kube.watch import Informer
 from exporter.metrics.bgp import BGPCollector
+from exporter.metrics.ipam import IpamCollector
 from exporter.metrics.registry import Collector
 from exporter.model import RawObject
-from exporter.model.core import parse_node
+from exporter.model.core import parse_node, parse_pod
+from exporter.model.ipam import parse_blockaffinity, parse_ipamblock, parse_ipamhandle, parse_ippool
 from exporter.model.nodestatus import parse_node_status
 from exporter.model.telemetry import Telemetry
 from exporter.nodestatus.refresher import OWNED_SELECTOR, NodeStatusRefresher
@@ -76,4 +79,15 @@ def build_cluster_role(api: KubeApi, settings: Settings, telemetry: Telemetry) -
         role.jobs["node-status-refresher"] = refresher.run
     view = NodeStatusView(statuses=statuses, nodes=nodes, prefix=ns_settings.node_status_prefix)
     role.collectors.append(BGPCollector(view.snapshot))
+
+    pods = watches.add(r.PODS, parse_pod)
+    ipam = wire_ipam(
+        ippools=watches.add(r.IPPOOLS, parse_ippool),
+        ipamblocks=watches.add(r.IPAM_BLOCKS, parse_ipamblock),
+        blockaffinities=watches.add(r.BLOCK_AFFINITIES, parse_blockaffinity),
+        ipamhandles=watches.add(r.IPAM_HANDLES, parse_ipamhandle),
+        pods=pods,
+        settings=settings.ipam,
+    )
+    role.collectors.append(IpamCollector(ipam))
     return role

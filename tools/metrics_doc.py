@@ -1,0 +1,51 @@
+"""Write docs/metrics.md from the metric declarations (``SPECS``) of every collector module.
+
+``tests/test_metrics_doc.py`` fails when the committed file differs from what this prints, so
+the reference cannot drift from the code. Run ``.venv/bin/python tools/metrics_doc.py`` after
+adding a metric.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+MODULES = {
+    "bgp": "BGP and BIRD (cluster mode from CalicoNodeStatus, node mode from BIRD)",
+    "ipam": "IPAM utilization",
+    "policy": "Network policy selection and isolation",
+    "probes": "Synthetic probes",
+    "self": "The exporter itself",
+}
+DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
+
+
+def render() -> str:
+    lines = [
+        "# Metrics reference",
+        "",
+        "Generated from the code by `tools/metrics_doc.py`; a test keeps it in step. Names are a",
+        "contract: they are added, never renamed. None reuses a name Calico itself exports.",
+        "State sets (`..._state`, `calico_probe_outcome`) have one series per state, 1 for the",
+        "current one; `_info` gauges are always 1 and carry properties as labels.",
+        "",
+    ]
+    for module, title in MODULES.items():
+        specs = importlib.import_module(f"exporter.metrics.{module}").SPECS
+        lines += [f"## {title}", "", "| name | type | labels | help |", "| --- | --- | --- | --- |"]
+        for spec in specs:
+            labels = ", ".join(f"`{label}`" for label in spec.labels) or "-"
+            lines.append(f"| `{spec.name}` | {spec.type} | {labels} | {spec.help} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    DOC.write_text(render())
+    sys.stderr.write(f"wrote {DOC}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
