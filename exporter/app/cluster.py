@@ -20,14 +20,23 @@ from exporter.kube.store import Store
 from exporter.kube.watch import Informer
 from exporter.metrics.bgp import BGPCollector
 from exporter.metrics.ipam import IpamCollector
+from exporter.metrics.policy import PolicyCollector
 from exporter.metrics.registry import Collector
 from exporter.model import RawObject
-from exporter.model.core import parse_node, parse_pod
+from exporter.model.core import parse_namespace, parse_node, parse_pod
 from exporter.model.ipam import parse_blockaffinity, parse_ipamblock, parse_ipamhandle, parse_ippool
 from exporter.model.nodestatus import parse_node_status
+from exporter.model.policy import (
+    parse_calico_network_policy,
+    parse_global_network_policy,
+    parse_global_network_set,
+    parse_k8s_network_policy,
+    parse_network_set,
+)
 from exporter.model.telemetry import Telemetry
 from exporter.nodestatus.refresher import OWNED_SELECTOR, NodeStatusRefresher
 from exporter.nodestatus.view import NodeStatusView
+from exporter.policy.wiring import wire_policy_index
 
 
 @dataclass
@@ -90,4 +99,16 @@ def build_cluster_role(api: KubeApi, settings: Settings, telemetry: Telemetry) -
         settings=settings.ipam,
     )
     role.collectors.append(IpamCollector(ipam))
+
+    policy = wire_policy_index(
+        pods=pods,
+        namespaces=watches.add(r.NAMESPACES, parse_namespace),
+        k8s_policies=watches.add(r.K8S_NETWORK_POLICIES, parse_k8s_network_policy),
+        calico_policies=watches.add(r.CALICO_NETWORK_POLICIES, parse_calico_network_policy),
+        global_policies=watches.add(r.GLOBAL_NETWORK_POLICIES, parse_global_network_policy),
+        network_sets=watches.add(r.NETWORK_SETS, parse_network_set),
+        global_network_sets=watches.add(r.GLOBAL_NETWORK_SETS, parse_global_network_set),
+        telemetry=telemetry,
+    )
+    role.collectors.append(PolicyCollector(policy))
     return role
