@@ -31,6 +31,11 @@ class FakeBird:
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections currently open."""
+        return len(self._writers)
+
     async def start(self) -> FakeBird:
         """Listen on the path (replacing a stale socket file)."""
         with contextlib.suppress(FileNotFoundError):
