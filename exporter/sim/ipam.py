@@ -244,7 +244,14 @@ class IpamAllocator:
 
     def release_tunnel(self, *, node: str, kind: str = "ipip") -> None:
         """Release the node's tunnel address of that kind."""
+        if kind not in TUNNELS:
+            raise IpamError(f"unknown tunnel kind {kind!r}")
         self._release_handle(TUNNELS[kind][2] + node)
+
+    def release_handle(self, handle_id: str) -> None:
+        """Release every address of a handle, as ``calicoctl ipam release`` or Calico's GC do."""
+        self._handles = {k: v for k, v in self._handles.items() if v != handle_id}
+        self._release_handle(handle_id)
 
     def handle_of(self, namespace: str, pod: str) -> str | None:
         """The handle ID holding the pod's addresses, None when released, leaked or unknown."""
