@@ -1,0 +1,255 @@
+"""The resource types the emulator serves, with the scope, verbs, subresources and field labels
+of a real v1.32 API server, and for the Calico kinds the schema of the CRD files in ``crds/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CRD_DIR = Path(__file__).parent / "crds"
+CALICO_GROUP = "crd.projectcalico.org"
+
+ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+
+def _path(obj: dict[str, Any], *keys: str) -> Any:
+    cur: Any = obj
+    for key in keys:
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(key)
+    return cur
+
+
+def _str_field(*keys: str) -> Callable[[dict[str, Any]], str]:
+    def get(obj: dict[str, Any]) -> str:
+        value = _path(obj, *keys)
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    return get
+
+
+def _pod_ips(obj: dict[str, Any]) -> str:
+    ips = _path(obj, "status", "podIPs") or []
+    return ",".join(str(ip.get("ip", "")) for ip in ips if isinstance(ip, dict))
+
+
+_META_FIELDS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "metadata.name": _str_field("metadata", "name"),
+    "metadata.namespace": _str_field("metadata", "namespace"),
+}
+
+
+@dataclass(slots=True)
+class ResourceType:
+    """One served resource type."""
+
+    group: str
+    version: str
+    plural: str
+    singular: str
+    kind: str
+    list_kind: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    schema: dict[str, Any] | None = None  # openAPIV3Schema for custom resources
+    status_subresource: bool = False
+    tracks_generation: bool = True
+    unconditional_update: bool = False  # PUT without metadata.resourceVersion allowed
+    create_on_update: bool = False  # PUT of a missing object creates it
+    field_labels: dict[str, Callable[[dict[str, Any]], str]] = field(
+        default_factory=lambda: dict(_META_FIELDS)
+    )
+
+    @property
+    def custom(self) -> bool:
+        return self.schema is not None
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def qualified(self) -> str:
+        """``plural.group`` (just ``plural`` for the core group), as in error messages."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def qualified_kind(self) -> str:
+        return f"{self.kind}.{self.group}" if self.group else self.kind
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.group, self.version, self.plural)
+
+    def discovery(self) -> list[dict[str, Any]]:
+        """The APIResource entries of this type (and of its status subresource)."""
+        entry: dict[str, Any] = {
+            "name": self.plural,
+            "singularName": self.singular,
+            "namespaced": self.namespaced,
+            "kind": self.kind,
+            "verbs": list(ALL_VERBS),
+        }
+        if self.short_names:
+            entry["shortNames"] = list(self.short_names)
+        if self.categories:
+            entry["categories"] = list(self.categories)
+        out = [entry]
+        if self.status_subresource:
+            out.append(
+                {
+                    "name": f"{self.plural}/status",
+                    "singularName": "",
+                    "namespaced": self.namespaced,
+                    "kind": self.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
+        return out
+
+
+def builtin_types() -> list[ResourceType]:
+    """The built-in kinds served: v1 nodes, pods, namespaces; NetworkPolicy; Lease."""
+    pod_fields = dict(_META_FIELDS)
+    pod_fields.update(
+        {
+            "spec.nodeName": _str_field("spec", "nodeName"),
+            "spec.restartPolicy": _str_field("spec", "restartPolicy"),
+            "spec.schedulerName": _str_field("spec", "schedulerName"),
+            "spec.serviceAccountName": _str_field("spec", "serviceAccountName"),
+            "spec.hostNetwork": lambda o: "true" if _path(o, "spec", "hostNetwork") else "false",
+            "status.phase": _str_field("status", "phase"),
+            "status.podIP": _str_field("status", "podIP"),
+            "status.podIPs": _pod_ips,
+            "status.nominatedNodeName": _str_field("status", "nominatedNodeName"),
+        }
+    )
+    node_fields = {
+        "metadata.name": _META_FIELDS["metadata.name"],
+        "spec.unschedulable": lambda o: "true" if _path(o, "spec", "unschedulable") else "false",
+    }
+    ns_fields = {
+        "metadata.name": _META_FIELDS["metadata.name"],
+        "status.phase": _str_field("status", "phase"),
+    }
+    return [
+        ResourceType(
+            "", "v1", "nodes", "node", "Node", "NodeList", False, ("no",),
+            status_subresource=True, tracks_generation=False, unconditional_update=True,
+            field_labels=node_fields,
+        ),
+        ResourceType(
+            "", "v1", "pods", "pod", "Pod", "PodList", True, ("po",), ("all",),
+            status_subresource=True, tracks_generation=False, unconditional_update=True,
+            field_labels=pod_fields,
+        ),
+        ResourceType(
+            "", "v1", "namespaces", "namespace", "Namespace", "NamespaceList", False, ("ns",),
+            status_subresource=True, tracks_generation=False, unconditional_update=True,
+            field_labels=ns_fields,
+        ),
+        ResourceType(
+            "networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy",
+            "NetworkPolicyList", True, ("netpol",), unconditional_update=True,
+        ),
+        ResourceType(
+            "coordination.k8s.io", "v1", "leases", "lease", "Lease", "LeaseList", True,
+            tracks_generation=False, unconditional_update=True, create_on_update=True,
+        ),
+    ]
+
+
+def crd_types(paths: Iterable[Path] | None = None) -> list[ResourceType]:
+    """Resource types from CRD YAML files (default: the nine Calico CRDs in ``crds/``)."""
+    files = sorted(paths) if paths is not None else sorted(CRD_DIR.glob("*.yaml"))
+    out: list[ResourceType] = []
+    for path in files:
+        with path.open() as fh:
+            crd = yaml.safe_load(fh)
+        spec = crd["spec"]
+        names = spec["names"]
+        for version in spec["versions"]:
+            if not version.get("served", True):
+                continue
+            selectable = {
+                sf["jsonPath"].lstrip("."): _str_field(*sf["jsonPath"].lstrip(".").split("."))
+                for sf in version.get("selectableFields", [])
+            }
+            labels = dict(_META_FIELDS)
+            labels.update(selectable)
+            out.append(
+                ResourceType(
+                    spec["group"], version["name"], names["plural"],
+                    names.get("singular", names["kind"].lower()), names["kind"],
+                    names.get("listKind", names["kind"] + "List"),
+                    spec["scope"] == "Namespaced",
+                    tuple(names.get("shortNames", ())), tuple(names.get("categories", ())),
+                    schema=version["schema"]["openAPIV3Schema"],
+                    status_subresource="status" in (version.get("subresources") or {}),
+                    field_labels=labels,
+                )
+            )
+    return out
+
+
+class Registry:
+    """Lookup of served types by path parts, by kubectl-style name and by apiVersion/kind."""
+
+    def __init__(self, types: Iterable[ResourceType]) -> None:
+        self.types = list(types)
+        self._by_key = {t.key: t for t in self.types}
+        self._by_gvk = {(t.api_version, t.kind): t for t in self.types}
+
+    def by_path(self, group: str, version: str, plural: str) -> ResourceType | None:
+        return self._by_key.get((group, version, plural))
+
+    def by_kind(self, api_version: str, kind: str) -> ResourceType | None:
+        return self._by_gvk.get((api_version, kind))
+
+    def by_kind_name(self, group: str, kind: str) -> ResourceType | None:
+        """The type for an owner reference (any served version of ``group``)."""
+        for t in self.types:
+            if t.group == group and t.kind == kind:
+                return t
+        return None
+
+    def resolve(self, name: str) -> ResourceType:
+        """Resolve ``pods``, ``ippools.crd.projectcalico.org``, ``ippools``... (ValueError if
+        unknown or ambiguous)."""
+        matches = [
+            t for t in self.types
+            if name in (t.plural, t.qualified, f"{t.plural}.{t.version}.{t.group}")
+        ]
+        if not matches:
+            matches = [t for t in self.types if name in (t.singular, t.kind, *t.short_names)]
+        if len(matches) > 1:
+            exact = [t for t in matches if name == t.qualified]
+            if len(exact) == 1:
+                return exact[0]
+            options = ", ".join(sorted(t.qualified for t in matches))
+            raise ValueError(f"resource {name!r} is ambiguous: use one of {options}")
+        if not matches:
+            raise ValueError(f"unknown resource {name!r}")
+        return matches[0]
+
+    def groups(self) -> dict[str, list[str]]:
+        """Non-core group name to its versions, in registration order."""
+        out: dict[str, list[str]] = {}
+        for t in self.types:
+            if t.group and t.version not in out.setdefault(t.group, []):
+                out[t.group].append(t.version)
+        return out
+
+    def in_group_version(self, group: str, version: str) -> list[ResourceType]:
+        return [t for t in self.types if t.group == group and t.version == version]
