@@ -1,0 +1,383 @@
+"""Node mode against three real BIRD 1.6.8 daemons meshed like Calico, in network namespaces.
+
+Each test builds its own lab: a bridge namespace and three node namespaces joined to it by veth
+pairs, nodes 198.18.0.2-4/24, and one BIRD per node with its own control socket in a tmp dir,
+configured as confd writes bird.cfg for a full iBGP mesh (AS 64512, protocols ``Mesh_<ip>``,
+``passive on`` towards peers whose IP is greater as a string, one static blackhole /26 block per
+node exported to the peers). Nothing is sent anywhere but between these namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.bird.poller import BirdPoller
+from exporter.config import BirdSettings
+from exporter.metrics.bgp import families
+from exporter.model.bgp import BirdAgent, NodeBGP, PeerCounts, RouteCount
+from exporter.model.telemetry import Telemetry
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(180)]
+
+BIRD = "/usr/sbin/bird"
+IPS = ("198.18.0.2", "198.18.0.3", "198.18.0.4")
+BLOCKS = ("198.19.1.0/26", "198.19.2.0/26", "198.19.3.0/26")
+AS = 64512
+INTERVAL = 0.5
+SETTLE = 60.0
+"""Longest wait for BGP sessions to (re-)establish; BIRD's connect delay is 2 s."""
+
+
+def _run(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, timeout=30)
+
+
+def _netns_usable() -> str | None:
+    """Why this machine cannot run the lab, or None when it can."""
+    if os.geteuid() != 0:
+        return "needs root"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (ip)"
+    if not os.access(BIRD, os.X_OK):
+        return f"needs BIRD 1.6 at {BIRD}"
+    probe = f"cebprobe{secrets.token_hex(3)}"
+    try:
+        _run("ip", "netns", "add", probe)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        return f"ip netns does not work here: {exc}"
+    with contextlib.suppress(subprocess.CalledProcessError, OSError):
+        _run("ip", "netns", "del", probe)
+    return None
+
+
+def bird_config(index: int) -> str:
+    """bird.cfg for node ``index`` as confd writes it (the parts BGP state depends on)."""
+    local = IPS[index]
+    peers = []
+    for peer in IPS:
+        if peer == local:
+            continue
+        passive = ("\n  passive on; # Mesh is unidirectional, peer will connect to us."
+                   if peer > local else "")
+        peers.append(
+            f"protocol bgp Mesh_{peer.replace('.', '_')} from bgp_template {{\n"
+            f"  neighbor {peer} as {AS};\n"
+            f"  source address {local};  # The local address we use for the TCP connection"
+            f"{passive}\n}}\n")
+    return f"""# Generated like confd's bird.cfg
+router id {local};
+
+filter calico_export_to_bgp_peers {{
+  if ( net ~ 198.19.0.0/16 ) then {{ accept; }}
+  reject;
+}}
+
+protocol kernel {{
+  learn;
+  persist;
+  scan time 2;
+  import all;
+  export none;
+  graceful restart;
+  merge paths on;
+}}
+
+protocol device {{
+  debug {{ states }};
+  scan time 2;
+}}
+
+protocol direct {{
+  debug {{ states }};
+  interface -"cali*", -"kube-ipvs*", "*";
+}}
+
+protocol static {{
+  route {BLOCKS[index]} blackhole;
+}}
+
+template bgp bgp_template {{
+  debug {{ states }};
+  description "Connection to BGP peer";
+  local as {AS};
+  multihop;
+  gateway recursive;
+  import all;
+  export filter calico_export_to_bgp_peers;
+  add paths on;
+  graceful restart;
+  connect delay time 2;
+  connect retry time 5;
+  error wait time 5,30;
+}}
+
+# ------------- Node-to-node mesh -------------
+""" + "\n".join(peers)
+
+
+@dataclass
+class Lab:
+    """Three BIRDs in namespaces; ``stop(i)``/``start(i)`` control node i's daemon."""
+
+    root: Path
+    token: str = field(default_factory=lambda: secrets.token_hex(3))
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    namespaces: list[str] = field(default_factory=list)
+
+    def ns(self, index: int) -> str:
+        return f"ceb{self.token}n{index}"
+
+    def sock(self, index: int) -> str:
+        return str(self.root / f"bird{index}.ctl")
+
+    def build(self) -> None:
+        bridge = f"ceb{self.token}br"
+        _run("ip", "netns", "add", bridge)
+        self.namespaces.append(bridge)
+        _run("ip", "-n", bridge, "link", "set", "lo", "up")
+        _run("ip", "-n", bridge, "link", "add", "br0", "type", "bridge")
+        _run("ip", "-n", bridge, "link", "set", "br0", "up")
+        for i, ip in enumerate(IPS):
+            ns = self.ns(i)
+            _run("ip", "netns", "add", ns)
+            self.namespaces.append(ns)
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+            _run("ip", "-n", bridge, "link", "add", f"v{i}", "type", "veth",
+                 "peer", "name", "eth0", "netns", ns)
+            _run("ip", "-n", bridge, "link", "set", f"v{i}", "master", "br0", "up")
+            _run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+            _run("ip", "-n", ns, "link", "set", "eth0", "up")
+            (self.root / f"bird{i}.cfg").write_text(bird_config(i))
+        for i in range(len(IPS)):
+            self.start(i)
+
+    def start(self, index: int) -> None:
+        log = (self.root / f"bird{index}.log").open("ab")
+        self.procs[index] = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns(index), BIRD, "-f",
+             "-c", str(self.root / f"bird{index}.cfg"), "-s", self.sock(index),
+             "-P", str(self.root / f"bird{index}.pid")],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+
+    def stop(self, index: int) -> None:
+        proc = self.procs.pop(index, None)
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def teardown(self) -> None:
+        for index in list(self.procs):
+            with contextlib.suppress(Exception):
+                self.stop(index)
+        for ns in reversed(self.namespaces):
+            with contextlib.suppress(subprocess.CalledProcessError, OSError):
+                _run("ip", "netns", "del", ns)
+        self.namespaces.clear()
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """A fresh three-node BIRD mesh, torn down (daemons and namespaces) whatever happens."""
+    reason = _netns_usable()
+    if reason is not None:
+        pytest.skip(reason)
+    mesh = Lab(tmp_path)
+    try:
+        mesh.build()
+        yield mesh
+    finally:
+        mesh.teardown()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float,
+                     every: float = INTERVAL) -> None:
+    """Re-check every ``every`` seconds until true; fail after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(every)
+
+
+def peer_up(node: NodeBGP) -> dict[str, float]:
+    """calico_bgp_peer_up by peer IP, as the BGP collector exports the snapshot."""
+    return {s.labels["peer_ip"]: s.value for f in families([node])
+            if f.name == "calico_bgp_peer_up" for s in f.samples}
+
+
+async def test_poller_reports_real_mesh(lab: Lab, tmp_path: Path) -> None:
+    """The poller on node 198.18.0.2 sees 2 established mesh peers with 1 route each way; a peer
+    whose BIRD stops is down (peer_up 0) within two rounds and up again after it restarts; the
+    local BIRD stopping gives source_up bird False and a not-ready agent, without a crash."""
+    telemetry = Telemetry()
+    settings = BirdSettings(node_name="node-1", bird_socket=lab.sock(0),
+                            bird6_socket=str(tmp_path / "no-bird6.ctl"),
+                            bird_interval=INTERVAL, bird_timeout=2.0)
+    poller = BirdPoller(settings, telemetry=telemetry)
+    task: asyncio.Task[None] | None = None
+    try:
+        async def established(n: int) -> bool:
+            node = await poller.poll_once()
+            return node.counts == (PeerCounts(4, n, len(IPS) - 1 - n),)
+
+        await eventually(lambda: established(2), within=SETTLE)
+        (node,) = poller.snapshot()
+        assert node.node == "node-1"
+        (agent,) = node.agents
+        assert (agent.ready, agent.version, agent.router_id) == (True, "1.6.8", "198.18.0.2")
+        assert agent.last_boot is not None
+        assert [(p.peer_ip, p.peer_type, p.state, p.routes_imported, p.routes_exported)
+                for p in node.peers] == [
+            ("198.18.0.3", "NodeMesh", "Established", 1, 1),
+            ("198.18.0.4", "NodeMesh", "Established", 1, 1)]
+        assert all(p.state_changed is not None and p.state_changed >= agent.last_boot
+                   for p in node.peers)
+        assert set(node.routes) == {RouteCount(4, "FIB", "NodeMesh", 2),
+                                    RouteCount(4, "FIB", "Static", 1),
+                                    RouteCount(4, "FIB", "Direct", 1)}
+        assert telemetry.source_up == {"bird": True}
+        assert peer_up(node) == {"198.18.0.3": 1.0, "198.18.0.4": 1.0}
+
+        # Stop the BIRD of 198.18.0.4: down by the second round at the latest.
+        lab.stop(2)
+        for _ in range(2):
+            node = await poller.poll_once()
+            if peer_up(node)["198.18.0.4"] == 0:
+                break
+            await asyncio.sleep(INTERVAL)
+        assert peer_up(node) == {"198.18.0.3": 1.0, "198.18.0.4": 0.0}
+        assert node.counts == (PeerCounts(4, 1, 1),)
+        down = next(p for p in node.peers if p.peer_ip == "198.18.0.4")
+        assert down.state == "Unknown"  # BIRD: state start, BGP state Passive
+        assert (down.routes_imported, down.routes_exported) == (0, 0)
+
+        lab.start(2)
+        await eventually(lambda: established(2), within=SETTLE)
+        assert peer_up(poller.snapshot()[0]) == {"198.18.0.3": 1.0, "198.18.0.4": 1.0}
+
+        # Stop the local BIRD while run() polls: source down, agent not ready, no crash.
+        task = asyncio.create_task(poller.run(), name="bird-poller")
+        lab.stop(0)
+
+        async def local_down() -> bool:
+            return telemetry.source_up.get("bird") is False
+
+        await eventually(local_down, within=10 * INTERVAL + 30, every=0.1)
+        assert not task.done()
+        assert poller.snapshot()[0].agents == (BirdAgent(4, ready=False),)
+        assert poller.snapshot()[0].peers == ()
+    finally:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await poller.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def _scrape(session: aiohttp.ClientSession, url: str) -> dict[tuple[str, frozenset[
+        tuple[str, str]]], float]:
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return {}
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+async def test_node_process_against_real_mesh(lab: Lab, tmp_path: Path) -> None:
+    """The real ``calico-exporter node`` process on node 198.18.0.2 exports peer_up 1 and route
+    counts for both peers, 0 for a peer whose BIRD stops and 1 after it restarts, and
+    source_up{source="bird"} 0 when the local BIRD stops, while it keeps running."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    env = {**os.environ, "NODE_NAME": "node-1"}
+    out = (tmp_path / "exporter.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exporter", "node", "--listen", f"127.0.0.1:{port}",
+        "--bird-socket", lab.sock(0), "--bird6-socket", str(tmp_path / "no-bird6.ctl"),
+        "--bird-interval", f"{int(INTERVAL * 1000)}ms", "--log-format", "json",
+        env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+    out.close()
+
+    def peer(ip: str) -> frozenset[tuple[str, str]]:
+        return frozenset({"node": "node-1", "ip_version": "4", "peer_ip": ip,
+                          "peer_type": "NodeMesh"}.items())
+
+    def routes(ip: str, direction: str) -> frozenset[tuple[str, str]]:
+        return peer(ip) | {("direction", direction)}
+
+    bird_source = frozenset({"source": "bird"}.items())
+    try:
+        async with aiohttp.ClientSession() as session:
+            got: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+
+            async def up(values: dict[str, float]) -> bool:
+                nonlocal got
+                assert proc.returncode is None, (tmp_path / "exporter.log").read_text()
+                got = await _scrape(session, url)
+                return all(got.get(("calico_bgp_peer_up", peer(ip))) == v
+                           for ip, v in values.items())
+
+            await eventually(lambda: up({"198.18.0.3": 1, "198.18.0.4": 1}), within=SETTLE)
+            for ip in ("198.18.0.3", "198.18.0.4"):
+                assert got["calico_bgp_peer_routes", routes(ip, "imported")] == 1
+                assert got["calico_bgp_peer_routes", routes(ip, "exported")] == 1
+                assert ("calico_bgp_peer_state_change_timestamp_seconds", peer(ip)) in got
+            assert got["calico_exporter_source_up", bird_source] == 1
+            assert got["calico_bird_ready", frozenset({("node", "node-1"),
+                                                       ("ip_version", "4")})] == 1
+
+            lab.stop(2)
+            await eventually(lambda: up({"198.18.0.3": 1, "198.18.0.4": 0}), within=30)
+            lab.start(2)
+            await eventually(lambda: up({"198.18.0.3": 1, "198.18.0.4": 1}), within=SETTLE)
+
+            lab.stop(0)
+
+            async def source_down() -> bool:
+                assert proc.returncode is None, (tmp_path / "exporter.log").read_text()
+                return (await _scrape(session, url)).get(
+                    ("calico_exporter_source_up", bird_source)) == 0
+
+            await eventually(source_down, within=30)
+            final = await _scrape(session, url)
+            assert final["calico_bird_ready", frozenset({("node", "node-1"),
+                                                         ("ip_version", "4")})] == 0
+            assert not any(name == "calico_bgp_peer_up" for name, _ in final)
+            assert proc.returncode is None
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
