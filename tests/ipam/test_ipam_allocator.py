@@ -17,7 +17,7 @@ from exporter.sim.ipam import (
     affinity_name,
     hostname_hash,
 )
-from tests.ipam.ipam_reference import reference
+from tests.ipam.ipam_reference import reference, samples
 
 CALICO = "crd.projectcalico.org/v1"
 
@@ -255,3 +255,11 @@ def test_long_node_names_give_valid_affinity_names() -> None:
     assert name.startswith("n" * 10)
     assert "-10-0-0-0-26-" in name
     assert affinity_name(node, "10.0.0.0/26") != affinity_name("n" * 249 + "m", "10.0.0.0/26")
+
+
+def test_hostname_hash_matches_the_upstream_fixture() -> None:
+    """The hostname-hash label equals the one computed for Calico's migrate-IPAM fixture."""
+    (_, affinity) = samples("ipamhandle-and-affinity-calicoctl-migrateipam-test.yaml")
+    labels = affinity["metadata"]["labels"]
+    assert hostname_hash(affinity["spec"]["node"]) == labels["projectcalico.org/hostname-hash"]
+    assert affinity_name("etcdNodeName", "192.168.201.0/26") == affinity["metadata"]["name"]
