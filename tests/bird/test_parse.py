@@ -104,8 +104,7 @@ def test_show_status_not_ready_without_ready_greeting() -> None:
 
 
 def test_show_protocols_v4_transcript_rows() -> None:
-    """The v4 table yields the three Calico peers with name/state/since/info; the reply ends at
-    0000 and the line after it is not part of it."""
+    """The v4 table gives the 3 Calico peers, 2 up; the reply ends at 0000."""
     invalid = Invalid()
     _, reply, rest = transcript("show_protocols_v4", invalid)
     assert reply.code == 0
@@ -137,8 +136,7 @@ def test_show_protocols_v4_transcript_rows() -> None:
     ("show_protocols_all_Mesh_172_17_8_104_OpenSent", "172.17.8.104", "OpenSent"),
 ])
 def test_show_protocols_all_transcripts(name: str, ip: str, state: str) -> None:
-    """Detail transcripts give neighbor address, BGP state and route counts, even though the mock
-    lines lack reply codes (each such line is reported)."""
+    """Details give neighbor, BGP state and routes though mock lines lack codes."""
     invalid = Invalid()
     _, reply, _ = transcript(name, invalid)
     assert reply.code == 0
@@ -152,8 +150,7 @@ def test_show_protocols_all_transcripts(name: str, ip: str, state: str) -> None:
 
 
 def test_show_protocols_completed_like_upstream() -> None:
-    """Rows completed with their details (as upstream's complete() does per peer) give
-    upstream's expected peers: Established, Established, and OpenSent for the down Node peer."""
+    """Rows completed with details give upstream's expected peers and states."""
     _, rows, _ = transcript("show_protocols_v4")
     protocols = parse_protocols(rows.lines, reference=T_SERVER)
     by_name = {p.name: p for p in protocols}
@@ -212,8 +209,7 @@ def test_show_route_basic_transcript() -> None:
 
 
 def test_show_route_multipath_transcript() -> None:
-    """Blackhole, unreachable and alternative paths: upstream's nine paths, with the previous
-    destination carried to lines that have none."""
+    """Blackhole, unreachable and alternative paths give upstream's 9 routes."""
     _, reply, _ = transcript("show_route_v4_blackhole_unreachable_multipath")
     routes = list(iter_routes(reply.lines))
     assert routes == [
@@ -266,8 +262,7 @@ def test_real_established_peer() -> None:
 ])
 def test_real_passive_peer_is_unknown_and_not_established(
         capture: str, imported: int, exported: int) -> None:
-    """A passive peer whose BIRD stopped is in state start / BGP Passive: Unknown, counted not
-    established, with the route counts BIRD prints (graceful restart keeps the stale route)."""
+    """A passive peer whose BIRD stopped is Unknown, not up, with BIRD's counts."""
     assert T_REAL_LATER is not None
     protocols = parse_protocols(real(capture).lines, reference=T_REAL_LATER)
     counts, (peer,) = peers_from_protocols(protocols, ip_version=4)
@@ -277,8 +272,7 @@ def test_real_passive_peer_is_unknown_and_not_established(
 
 
 def test_real_disabled_peer_has_five_columns_and_zero_routes() -> None:
-    """A down protocol row has only 5 columns (Calico's parser drops it; we keep it), its state
-    Down is Unknown, and as BIRD prints no Routes line for it the counts are 0."""
+    """A disabled peer (5-column row) is kept: Unknown, 0 routes each way."""
     assert T_REAL_LATER is not None
     invalid = Invalid()
     protocols = parse_protocols(real("show_protocols_all_disabled").lines,
@@ -372,8 +366,7 @@ def test_port_peer_uses_neighbor_address_and_prefix_type() -> None:
 
 
 def test_since_today_yesterday_and_date() -> None:
-    """HH:MM:SS is today unless that is after the reference (then yesterday); a date is its
-    midnight; utc_offset shifts both; garbage is None."""
+    """since: today unless after the reference, a date is midnight, offset shifts."""
     ref = parse_bird_time("2026-11-26 06:42:40")
     assert ref is not None
     assert parse_since("06:42:34", reference=ref) == parse_bird_time("2026-11-26 06:42:34")
@@ -419,8 +412,7 @@ def test_shutdown_in_progress_is_not_ready() -> None:
 
 
 def test_malformed_lines_are_skipped_and_reported() -> None:
-    """Short rows, bad since, bad Routes, bad neighbor, bad headings and bad route lines are
-    reported once each and the good rows around them still parse."""
+    """Malformed rows and details are reported once each; good rows still parse."""
     invalid = Invalid()
     lines = [
         ReplyLine(2002, "name proto table state when info"),

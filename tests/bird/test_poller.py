@@ -81,8 +81,7 @@ async def eventually(check: Callable[[], bool], *, within: float = 10.0) -> None
 
 
 async def test_poll_builds_node_bgp_for_both_families(tmp_path: Path) -> None:
-    """One round reads bird and bird6: agents, Calico counts, peers with route counts and state
-    change times, and route counts; both sources are up."""
+    """One round over bird and bird6 builds agents, counts, peers and routes."""
     telemetry = Telemetry()
     p = poller(tmp_path, telemetry)
     assert p.snapshot() == []
@@ -113,8 +112,7 @@ async def test_poll_builds_node_bgp_for_both_families(tmp_path: Path) -> None:
 
 
 async def test_collector_series_from_snapshot(tmp_path: Path) -> None:
-    """The BGP collector turns the snapshot into peer_up, per-peer routes and state-change
-    series for this node."""
+    """The BGP collector exports peer_up, peer routes and state change times."""
     p = poller(tmp_path, Telemetry())
     async with FakeBird(str(tmp_path / "bird.ctl"), V4):
         try:
@@ -151,8 +149,7 @@ async def test_missing_bird6_means_no_ipv6(tmp_path: Path) -> None:
 
 
 async def test_bird_not_answering_is_down_not_a_crash(tmp_path: Path) -> None:
-    """A missing bird.ctl, then one that hangs, give source_up bird False and a not-ready agent
-    without peers; the round itself succeeds."""
+    """A missing or hanging bird.ctl is source down and a not-ready agent."""
     telemetry = Telemetry()
     p = poller(tmp_path, telemetry)
     try:
@@ -227,8 +224,7 @@ async def test_invalid_lines_counted_once(tmp_path: Path) -> None:
 
 
 async def test_run_recovers_after_bird_restart(tmp_path: Path) -> None:
-    """run() keeps polling: BIRD stopping sets source_up bird False (no crash), BIRD coming
-    back sets it True again; cancelling run() closes the sockets."""
+    """run() survives BIRD stopping (source down) and recovers when it returns."""
     telemetry = Telemetry()
     p = poller(tmp_path, telemetry)
     path = str(tmp_path / "bird.ctl")

@@ -40,8 +40,7 @@ async def bird(sock: str) -> AsyncIterator[FakeBird]:
 
 
 async def test_greeting_and_multiline_reply(bird: FakeBird, sock: str) -> None:
-    """The greeting is read on connect; a reply with codes and continuation lines ends at its
-    final line, and the connection is kept for the next command."""
+    """Greeting read on connect; a multi-line reply ends at its final line."""
     async with BirdClient(sock, timeout=2) as client:
         reply = await client.command("show status")
         assert client.greeting == "BIRD 1.6.8 ready."
@@ -74,8 +73,7 @@ async def test_error_reply_raises_and_keeps_connection(bird: FakeBird, sock: str
 
 
 async def test_reply_in_pieces_and_async_and_bare_lines(sock: str) -> None:
-    """A reply split across writes mid-line is reassembled; ``+`` lines are skipped and a line
-    without a code is reported and kept."""
+    """Split writes are reassembled; + lines skipped; code-less lines reported."""
     pieces = ["1000-BIRD 1.6.8\n10", "11-Router ID is 198.18.0.2\n+async note\nno code\n",
               " Current server time is 2026-11-26 06:42:40\n0013 Daemon is up and running\n"]
     invalid: list[tuple[str, str]] = []
@@ -115,8 +113,7 @@ async def test_bad_greeting(sock: str) -> None:
 
 
 async def test_missing_and_refused_sockets(sock: str, tmp_path: Path) -> None:
-    """No socket file is BirdUnavailable(missing=True); a stale file nobody listens on is
-    BirdUnavailable(missing=False)."""
+    """No socket file is missing=True; a stale file nobody serves is missing=False."""
     async with BirdClient(sock, timeout=1) as client:
         with pytest.raises(BirdUnavailable) as err:
             await client.command("show status")
