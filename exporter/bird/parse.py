@@ -340,6 +340,7 @@ def parse_protocols(
     """
     out: list[Protocol] = []
     current: dict[str, object] | None = None
+    orphaned = False  # details of a row we could not read: dropped with it
 
     def flush() -> None:
         if current is not None:
@@ -358,10 +359,12 @@ def parse_protocols(
             line.code != 1006 and len(fields) >= 5 and fields[1] in PROTOCOL_TYPES
             and not fields[0].endswith(":")
         ):
+            flush()
             if len(fields) < 5:
                 on_invalid("protocol row with fewer than 5 columns", line.text)
+                current, orphaned = None, True
                 continue
-            flush()
+            orphaned = False
             since_time = parse_since(fields[4], reference=reference, utc_offset=utc_offset)
             if since_time is None:
                 on_invalid("bad since column", line.text)
@@ -371,7 +374,8 @@ def parse_protocols(
             }
             continue
         if current is None:
-            on_invalid("protocol detail before any protocol row", line.text)
+            if not orphaned:
+                on_invalid("protocol detail before any protocol row", line.text)
             continue
         _detail(current, text, line.text, on_invalid)
     flush()

@@ -416,7 +416,10 @@ def test_malformed_lines_are_skipped_and_reported() -> None:
     invalid = Invalid()
     lines = [
         ReplyLine(2002, "name proto table state when info"),
+        ReplyLine(1002, "Mesh_198_18_0_6 BGP master up 10:00:00 Established"),
         ReplyLine(1002, "Mesh_198_18_0_3 BGP master"),
+        ReplyLine(1006, "  BGP state:          Down"),
+        ReplyLine(1006, "    Neighbor address: 198.18.0.3"),
         ReplyLine(1002, "Mesh_198_18_0_4 BGP master up 99:99:99 Established"),
         ReplyLine(1006, "  Routes:         many imported, 1 exported"),
         ReplyLine(1006, "    Neighbor address: not-an-ip"),
@@ -425,10 +428,13 @@ def test_malformed_lines_are_skipped_and_reported() -> None:
     ]
     protocols = parse_protocols(lines, reference=T_SERVER, on_invalid=invalid)
     counts, peers = peers_from_protocols(protocols, ip_version=4, on_invalid=invalid)
-    assert [p.peer_ip for p in peers] == ["198.18.0.4", "198.18.0.5"]
-    assert peers[0].state_changed is None
-    assert peers[0].routes_imported is None
-    assert counts == PeerCounts(4, 2, 0)
+    # The short row's details are dropped with it, not given to the row before.
+    assert [(p.peer_ip, p.state) for p in peers] == [
+        ("198.18.0.6", "Established"), ("198.18.0.4", "Established"),
+        ("198.18.0.5", "Established")]
+    assert peers[1].state_changed is None
+    assert peers[1].routes_imported is None
+    assert counts == PeerCounts(4, 3, 0)
     assert [reason for reason, _ in invalid] == [
         "unknown protocol table headings",
         "protocol row with fewer than 5 columns",
