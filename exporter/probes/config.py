@@ -297,7 +297,7 @@ def _parse(raw: object, errors: list[str]) -> ProbeConfig | None:
         probe = _parse_probe(index, item, defaults, seen, errors)
         if probe is not None:
             probes.append(probe)
-    _check_labels(probes, errors)
+    _check_labels(probes, seen, errors)
     return ProbeConfig(tuple(probes))
 
 
@@ -460,8 +460,8 @@ def _parse_probe(
     name = p.string("name")
     if name is not None:
         if not _NAME.match(name):
-            p.error("name", f"{_q(name)} is not a valid name (letters, digits, \"-\", \"_\" and "
-                            "\".\"; at most 63 characters)")
+            p.error("name", f"{_q(name)} is not a valid name (at most 63 letters, digits, "
+                            "\"-\", \"_\" or \".\", starting and ending with a letter or digit)")
         elif name in seen:
             p.error("name", f"duplicate of probes[{seen[name]}]")
         else:
@@ -695,16 +695,17 @@ def _dns_server(value: object) -> tuple[str, int] | None:
     return (host, port) if port is not None else None
 
 
-def _check_labels(probes: Sequence[Probe], errors: list[str]) -> None:
+def _check_labels(probes: Sequence[Probe], index: Mapping[str, int], errors: list[str]) -> None:
+    """All probes of a namespace share one agent, so a label may have only one value there."""
     first: dict[tuple[str, str], tuple[str, str]] = {}
     for probe in probes:
         for key, value in probe.source.labels:
             seen = first.setdefault((probe.source.namespace, key), (value, probe.name))
             if seen[0] != value:
                 errors.append(
-                    f"probe {_q(probe.name)}: source.labels.{key}: {_q(value)} conflicts with "
-                    f"{_q(seen[0])} from probe {_q(seen[1])}; one agent runs all probes of "
-                    f"namespace {_q(probe.source.namespace)}"
+                    f"probes[{index[probe.name]}] {_q(probe.name)}: source.labels.{key}: "
+                    f"{_q(value)} conflicts with {_q(seen[0])} from probe {_q(seen[1])} (one "
+                    f"agent runs all probes of namespace {_q(probe.source.namespace)})"
                 )
 
 

@@ -133,7 +133,7 @@ def judge(message: Message, params: DnsParams, server: tuple[str, int]) -> Attem
         return Attempt(Outcome.ERROR, f"{at}: FORMERR (the server could not parse the query)")
     if rcode != NOERROR:
         return Attempt(Outcome.DNS_SERVFAIL, f"{at}: {RCODE_NAMES.get(rcode, f'rcode {rcode}')}")
-    answers = [r.data for r in message.answers if r.rtype == rtype]
+    answers = sorted(r.data for r in message.answers if r.rtype == rtype)
     if not answers:
         return Attempt(Outcome.DNS_NXDOMAIN, f"{at}: no {params.record_type} record (NODATA)")
     got = {_normalize_answer(rtype, a) for a in answers}
