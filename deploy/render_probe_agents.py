@@ -203,7 +203,9 @@ def service_monitor(namespaces: list[str]) -> dict[str, Any]:
             "spec": {"namespaceSelector": {"matchNames": namespaces},
                      "selector": {"matchLabels": dict(SELECTOR)},
                      "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "30s",
-                                    "honorLabels": True}]}}
+                                    "honorLabels": True,
+                                    "relabelings": [{"targetLabel": "job",
+                                                     "replacement": NAME}]}]}}
 
 
 # --------------------------------------------------------------------------------------------
