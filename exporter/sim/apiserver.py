@@ -57,6 +57,8 @@ import binascii
 import bisect
 import builtins
 import fnmatch
+import ssl
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -68,8 +70,9 @@ import orjson
 import yaml
 from aiohttp import web
 
-from exporter.sim import errors, rbac
+from exporter.sim import errors, rbac, tables
 from exporter.sim.errors import ApiError
+from exporter.sim.openapi import OpenApiDocs
 from exporter.sim.resources import Registry, ResourceType, builtin_types, crd_types
 from exporter.sim.selectors import FieldSelector, LabelSelector, SelectorError
 from exporter.sim.store import (
@@ -82,6 +85,7 @@ from exporter.sim.store import (
     Event,
     Store,
 )
+from exporter.sim.tls import self_signed
 
 __all__ = ["ApiError", "ApiServer", "RequestRecord"]
 
@@ -175,6 +179,7 @@ class ApiServer:
         system_namespaces: bool = True,
         user: str = "system:serviceaccount:calico-exporter:calico-exporter",
         crd_files: Iterable[Path] | None = None,
+        tls: bool = False,
     ) -> None:
         self.registry = Registry([*builtin_types(), *crd_types(crd_files)])
         self.store = Store(self.registry, system_namespaces=system_namespaces)
@@ -194,6 +199,10 @@ class ApiServer:
         self._closing = False
         self._stop_event: asyncio.Event | None = None
         self._watchers = 0
+        self.tls = tls
+        self.ca_pem: bytes | None = None
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
+        self.openapi = OpenApiDocs(self.registry)
 
     # ================================================================== lifecycle
 
@@ -206,12 +215,28 @@ class ApiServer:
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                                shutdown_timeout=0.2)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        ssl_context = await asyncio.to_thread(self._ssl_context) if self.tls else None
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         self._runner = runner
         addr = runner.addresses[0]
         shown = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
-        self.url = f"http://{shown}:{addr[1]}"
+        self.url = f"{'https' if self.tls else 'http'}://{shown}:{addr[1]}"
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """A server context with a new self-signed certificate (blocking: run in a thread)."""
+        if self._tls_dir is None:
+            cert, key = self_signed()
+            self._tls_dir = tempfile.TemporaryDirectory(prefix="sim-apiserver-")
+            Path(self._tls_dir.name, "tls.crt").write_bytes(cert)
+            key_path = Path(self._tls_dir.name, "tls.key")
+            key_path.touch(mode=0o600)
+            key_path.write_bytes(key)
+            self.ca_pem = cert
+        folder = Path(self._tls_dir.name)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(folder / "tls.crt", folder / "tls.key")
+        return ctx
 
     async def stop(self) -> None:
         """Stop serving; open watches end at once."""
@@ -224,6 +249,9 @@ class ApiServer:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        if self._tls_dir is not None:
+            self._tls_dir.cleanup()
+            self._tls_dir = None
 
     @property
     def resource_version(self) -> int:
@@ -231,14 +259,18 @@ class ApiServer:
         return self.store.rv
 
     def write_kubeconfig(self, path: str | Path) -> Path:
-        """Write a kubeconfig for this server (URL and token) usable by kubectl and clients."""
+        """Write a kubeconfig for this server (URL, token, and the CA when serving TLS) usable by
+        kubectl and kubernetes-asyncio. kubectl sends the token only over TLS (``tls=True``)."""
         if not self.url:
             raise RuntimeError("start() the server before writing a kubeconfig")
         user: dict[str, Any] = {"token": self.token} if self.token else {}
+        cluster: dict[str, Any] = {"server": self.url}
+        if self.ca_pem is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(self.ca_pem).decode()
         cfg = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "sim", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "sim", "cluster": cluster}],
             "users": [{"name": "sim", "user": user}],
             "contexts": [{"name": "sim", "context": {"cluster": "sim", "user": "sim",
                                                      "namespace": "default"}}],
@@ -467,7 +499,7 @@ class ApiServer:
                 return self._json(VERSION_INFO)
             return web.Response(text="ok", content_type="text/plain")
         if path.startswith("/openapi/"):
-            raise errors.no_route()
+            return self._openapi(path)
         parts = [p for p in path.split("/") if p]
         if not parts or parts[0] not in ("api", "apis"):
             if path == "/":
@@ -486,6 +518,15 @@ class ApiServer:
         if fault is not None and fault.kind == "drop":
             return await self._drop(request, resp, record)
         return resp
+
+    def _openapi(self, path: str) -> web.Response:
+        if path.rstrip("/") == "/openapi/v3":
+            return web.Response(body=self.openapi.root, content_type="application/json")
+        doc = self.openapi.docs.get(path[len("/openapi/v3/"):].strip("/")) if path.startswith(
+            "/openapi/v3/") else None
+        if doc is None:
+            raise errors.no_route()
+        return web.Response(body=doc, content_type="application/json")
 
     @staticmethod
     def _json(obj: Any, status: int = 200) -> web.Response:
@@ -649,6 +690,11 @@ class ApiServer:
         ns = route.namespace
         if verb == "get":
             entry = store.get_entry(rt, ns, route.name)
+            if self._as_table(request):
+                obj = orjson.loads(entry.raw)
+                return self._json(tables.table(
+                    rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                    self._include(request)))
             return web.Response(body=entry.raw, content_type="application/json")
         if verb == "list":
             return await self._list(request, route)
@@ -817,6 +863,9 @@ class ApiServer:
             items = page
         else:
             items = store.select(rt, entries, ns, labels, fields)
+        if self._as_table(request):
+            return self._json(tables.table(rt, [orjson.loads(e.raw) for e in items], meta,
+                                           self._include(request)))
         body = b"".join([
             b'{"apiVersion":"', rt.api_version.encode(), b'","kind":"', rt.list_kind.encode(),
             b'","metadata":', orjson.dumps(meta), b',"items":[',
@@ -937,6 +986,8 @@ class ApiServer:
             pending: builtins.list[bytes] = [b'{"type":"ADDED","object":' + e.raw + b"}\n"
                                     for e in initial]
             last_bookmark = start
+            as_table = self._as_table(request)
+            include = self._include(request)
             filtered = labels is not None or fields is not None or ns is not None
             while True:
                 waiter.clear()
@@ -973,6 +1024,9 @@ class ApiServer:
                         break
                     continue
                 if pending:
+                    if as_table:
+                        pending = [self._table_line(rt, line, include, first=sent + i == 0)
+                                   for i, line in enumerate(pending)]
                     await resp.write(b"".join(pending))
                     sent += len(pending)
                     pending = []
@@ -1008,6 +1062,26 @@ class ApiServer:
             bucket.waiters.discard(waiter)
             self._watchers -= 1
         return resp
+
+    @staticmethod
+    def _as_table(request: web.Request) -> bool:
+        return tables.wants_table(request.headers.get("Accept", ""))
+
+    @staticmethod
+    def _include(request: web.Request) -> str:
+        value = request.query.get("includeObject") or "Metadata"
+        if value not in ("None", "Metadata", "Object"):
+            raise errors.bad_request(f'includeObject: Unsupported value: "{value}"')
+        return str(value)
+
+    @staticmethod
+    def _table_line(rt: ResourceType, line: bytes, include: str, *, first: bool) -> bytes:
+        event = orjson.loads(line)
+        obj = event["object"]
+        event["object"] = tables.table(
+            rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}, include,
+            with_columns=first)
+        return orjson.dumps(event) + b"\n"
 
     @staticmethod
     def _event_line(ev: Event, ns: str | None, labels: LabelSelector | None,
