@@ -21,7 +21,6 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from exporter.ipam.pools import PoolIndex
 from exporter.kube.store import Store
@@ -32,20 +31,17 @@ from exporter.model.ipam import AllocationOwner, IPAMBlock, IPAMHandle, IPNetwor
 Clock = Callable[[], float]
 AllocationRef = tuple[ObjectKey, int]
 """(IPAMBlock store key, ordinal)."""
+_Record = tuple[ObjectKey, str, str, ObjectKey]
+"""(pod key, address, ``node`` attribute, IPAMBlock store key) of a pod-owned allocation.
 
-
-@dataclass(frozen=True, slots=True)
-class _PodAllocation:
-    pod: ObjectKey
-    ip: str
-    node: str
-    block: IPNetwork
+Plain tuples of strings: Python's garbage collector stops tracking them, which keeps its full
+passes short with tens of thousands of allocations."""
 
 
 def _pod_allocations(block: IPAMBlock | None) -> set[tuple[int, AllocationOwner]]:
     if block is None or block.deleted:
         return set()
-    return {(a.ordinal, a.owner) for a in block.allocations if a.owner.pod}
+    return {(ordinal, owner) for ordinal, owner in block.allocations() if owner.pod}
 
 
 def _canonical(ip: str) -> str:
@@ -58,15 +54,16 @@ def _canonical(ip: str) -> str:
 class LeakTracker:
     """Suspect allocations (pod gone, or pod on another IP) and since when they are suspect."""
 
-    __slots__ = ("_allocations", "_by_pod", "_clock", "_gone_since", "_grace", "_pods",
-                 "_suspects")
+    __slots__ = ("_allocations", "_block_cidrs", "_by_pod", "_clock", "_gone_since", "_grace",
+                 "_pods", "_suspects")
 
     def __init__(self, pods: Store[Pod], *, grace_period: float, clock: Clock) -> None:
         self._pods = pods
         self._grace = grace_period
         self._clock = clock
-        self._allocations: dict[AllocationRef, _PodAllocation] = {}
-        self._by_pod: dict[ObjectKey, set[AllocationRef]] = {}
+        self._allocations: dict[AllocationRef, _Record] = {}
+        self._by_pod: dict[ObjectKey, tuple[AllocationRef, ...]] = {}
+        self._block_cidrs: dict[ObjectKey, IPNetwork] = {}
         self._suspects: dict[AllocationRef, float] = {}
         self._gone_since: dict[ObjectKey, float] = {}
 
@@ -80,16 +77,16 @@ class LeakTracker:
             common = before & after
         for ordinal, _owner in before - common:
             self._forget((key, ordinal))
-        if new is None:
+        if new is None or new.deleted:
+            self._block_cidrs.pop(key, None)
             return
+        self._block_cidrs[key] = new.cidr
         for ordinal, owner in after - common:
             ref = (key, ordinal)
             self._forget(ref)
             pod = (owner.namespace, owner.pod)
-            self._allocations[ref] = _PodAllocation(
-                pod, str(new.address(ordinal)), owner.node, new.cidr
-            )
-            self._by_pod.setdefault(pod, set()).add(ref)
+            self._allocations[ref] = (pod, str(new.address(ordinal)), owner.node, key)
+            self._by_pod[pod] = (*self._by_pod.get(pod, ()), ref)
             self._check(ref)
 
     def on_pod(self, key: ObjectKey, old: Pod | None, new: Pod | None) -> None:
@@ -109,8 +106,8 @@ class LeakTracker:
         out: Counter[tuple[str, str]] = Counter()
         for ref, since in self._suspects.items():
             if now - since > self._grace:
-                allocation = self._allocations[ref]
-                out[(pools.pool_of_block(allocation.block), allocation.node)] += 1
+                _pod, _ip, node, block = self._allocations[ref]
+                out[(pools.pool_of_block(self._block_cidrs[block]), node)] += 1
         return out
 
     def suspects(self) -> int:
@@ -118,26 +115,27 @@ class LeakTracker:
         return len(self._suspects)
 
     def _check(self, ref: AllocationRef) -> None:
-        allocation = self._allocations[ref]
-        pod = self._pods.get(allocation.pod)
+        pod_key, ip, _node, _block = self._allocations[ref]
+        pod = self._pods.get(pod_key)
         if pod is None:
-            since = self._gone_since.get(allocation.pod)
+            since = self._gone_since.get(pod_key)
             self._suspects.setdefault(ref, self._clock() if since is None else since)
-        elif pod.ips and allocation.ip not in {_canonical(ip) for ip in pod.ips}:
+        elif pod.ips and ip not in {_canonical(pod_ip) for pod_ip in pod.ips}:
             self._suspects.setdefault(ref, self._clock())
         else:
             self._suspects.pop(ref, None)
 
     def _forget(self, ref: AllocationRef) -> None:
-        allocation = self._allocations.pop(ref, None)
-        if allocation is None:
+        record = self._allocations.pop(ref, None)
+        if record is None:
             return
         self._suspects.pop(ref, None)
-        refs = self._by_pod.get(allocation.pod)
-        if refs is not None:
-            refs.discard(ref)
-            if not refs:
-                del self._by_pod[allocation.pod]
+        pod = record[0]
+        refs = tuple(r for r in self._by_pod.get(pod, ()) if r != ref)
+        if refs:
+            self._by_pod[pod] = refs
+        else:
+            self._by_pod.pop(pod, None)
 
     def _prune_gone(self, now: float) -> None:
         # Deletion times are inserted in clock order: drop the ones older than the grace period.
@@ -169,9 +167,9 @@ class HandleTracker:
         delta: Counter[str] = Counter()
         for block, sign in ((old, -1), (new, 1)):
             if block is not None and not block.deleted:
-                for allocation in block.allocations:
-                    if allocation.owner.handle:
-                        delta[allocation.owner.handle] += sign
+                for owner in block.owners:
+                    if owner.handle:
+                        delta[owner.handle] += sign
         for handle, n in delta.items():
             if not n:
                 continue

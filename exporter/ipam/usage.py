@@ -53,8 +53,8 @@ def block_facts(block: IPAMBlock) -> BlockFacts:
     lends = not block.virtual
     by_node: Counter[str] = Counter()
     borrowed: Counter[str] = Counter()
-    for allocation in block.allocations:
-        node = allocation.owner.node
+    for owner in block.owners:
+        node = owner.node
         by_node[node] += 1
         if lends and node and node != host:
             borrowed[node] += 1

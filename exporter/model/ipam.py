@@ -5,8 +5,10 @@ Parsing follows Calico's own reading of the ``crd.projectcalico.org/v1`` objects
 - an IPPool without ``blockSize`` (or with 0) has blocks of /26 (IPv4) or /122 (IPv6); missing
   ``ipipMode``/``vxlanMode`` are ``Never``; missing ``allowedUses`` is ``[Workload, Tunnel]``;
 - an IPAMBlock's size is ``2^(bits - prefix)``, its addresses in use are ``size - len(unallocated)``
-  (as ``calicoctl ipam show``), and its ``allocations`` are kept as a compact tuple of
-  :class:`Allocation` (ordinal plus a shared :class:`AllocationOwner` per ``attributes[]`` entry);
+  (as ``calicoctl ipam show``), and its ``allocations`` are kept as two parallel tuples: the
+  allocated ordinals and their :class:`AllocationOwner` (one object per ``attributes[]`` entry,
+  shared by the ordinals pointing at it). Thousands of blocks stay cheap: no object per address,
+  and few objects for Python's garbage collector to walk;
 - ``deleted`` is read as a bool or as Go's ``strconv.ParseBool`` string (v1 BlockAffinity).
 
 Objects marked ``deleted: true`` (Calico's mark-then-delete) parse to a value whose ``deleted``
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,14 +188,6 @@ class AllocationOwner:
 
 
 @dataclass(frozen=True, slots=True)
-class Allocation:
-    """One allocated address of a block: its ordinal (offset from the block base) and owner."""
-
-    ordinal: int
-    owner: AllocationOwner
-
-
-@dataclass(frozen=True, slots=True)
 class IPAMBlock:
     """A block of addresses: CIDR, affinity, how many are in use, and who holds them."""
 
@@ -205,8 +199,10 @@ class IPAMBlock:
     """``2^(bits - prefix)`` addresses."""
     allocated: int
     """Addresses in use: ``size - len(unallocated)``."""
-    allocations: tuple[Allocation, ...] = ()
-    """The allocated ordinals, ascending."""
+    ordinals: tuple[int, ...] = ()
+    """The allocated ordinals (offsets from the block base), ascending."""
+    owners: tuple[AllocationOwner, ...] = ()
+    """The owner of each allocated ordinal, parallel to ``ordinals``."""
     deleted: bool = False
     """Marked ``deleted: true``: Calico treats the block as non-existent, and so do we."""
 
@@ -219,6 +215,10 @@ class IPAMBlock:
     def virtual(self) -> bool:
         """A ``virtual:`` affinity (LoadBalancer addresses and the like)."""
         return self.affinity.startswith("virtual:")
+
+    def allocations(self) -> Iterator[tuple[int, AllocationOwner]]:
+        """(ordinal, owner) of every allocated address, ascending."""
+        return zip(self.ordinals, self.owners, strict=True)
 
     def address(self, ordinal: int) -> IPAddress:
         """The address at ``ordinal`` in this block."""
@@ -247,7 +247,7 @@ def parse_ipamblock(raw: RawObject) -> IPAMBlock:
     affinity = _str(spec, "affinity")
     size = 1 << (cidr.max_prefixlen - cidr.prefixlen)
     if parse_bool(spec.get("deleted"), field="spec.deleted"):
-        return IPAMBlock(name, cidr, affinity, size, 0, (), deleted=True)
+        return IPAMBlock(name, cidr, affinity, size, 0, deleted=True)
 
     allocations = spec.get("allocations")
     unallocated = spec.get("unallocated")
@@ -263,7 +263,8 @@ def parse_ipamblock(raw: RawObject) -> IPAMBlock:
             f"spec.allocations has {len(allocations)} entries, a /{cidr.prefixlen} block has {size}"
         )
     owners = [_owner(attr, i) for i, attr in enumerate(attributes)]
-    out: list[Allocation] = []
+    ordinals: list[int] = []
+    block_owners: list[AllocationOwner] = []
     free = 0
     for ordinal, index in enumerate(allocations):
         if index is None:
@@ -276,8 +277,8 @@ def parse_ipamblock(raw: RawObject) -> IPAMBlock:
                 f"spec.allocations[{ordinal}] points at attribute {index}, "
                 f"only {len(owners)} exist"
             )
-        owner = owners[index]
-        out.append(Allocation(ordinal, owner))
+        ordinals.append(ordinal)
+        block_owners.append(owners[index])
     seen: set[int] = set()
     for ordinal in unallocated:
         if (
@@ -293,7 +294,9 @@ def parse_ipamblock(raw: RawObject) -> IPAMBlock:
         raise ParseError(
             f"spec.unallocated lists {len(seen)} free ordinals, allocations has {free}"
         )
-    return IPAMBlock(name, cidr, affinity, size, size - len(unallocated), tuple(out))
+    return IPAMBlock(
+        name, cidr, affinity, size, size - len(unallocated), tuple(ordinals), tuple(block_owners)
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def test_first_pod_claims_a_block_with_affinity_and_handle() -> None:
     assert raw["metadata"]["name"] == cidr.replace(".", "-").replace("/", "-")
     block = parse_ipamblock(raw)
     assert (block.host, block.size, block.allocated) == ("node-a", 16, 1)
-    owner = block.allocations[0].owner
+    owner = block.owners[0]
     assert (owner.handle, owner.node, owner.namespace, owner.pod) == (
         "k8s-pod-network.abc", "node-a", "web", "front-1")
     assert raw["spec"]["attributes"][0]["secondary"]["timestamp"].endswith(" +0000 UTC")

@@ -26,8 +26,8 @@ def test_ipamblock_sample_parses_with_upstream_counts() -> None:
     assert parsed.name == "10-0-0-0-30" == cidr_to_name(raw["spec"]["cidr"])
     assert parsed.cidr == ipaddress.ip_network("10.0.0.0/30")
     assert (parsed.size, parsed.allocated, parsed.host, parsed.deleted) == (4, 2, "node-1", False)
-    assert [(a.ordinal, a.owner.handle, a.owner.namespace, a.owner.pod, a.owner.node)
-            for a in parsed.allocations] == [
+    assert [(ordinal, o.handle, o.namespace, o.pod, o.node)
+            for ordinal, o in parsed.allocations()] == [
         (0, "k8s-pod-network.abc123", "default", "nginx-abc123", "node-1"),
         (1, "k8s-pod-network.def456", "kube-system", "coredns-def456", "node-1"),
     ]
