@@ -66,7 +66,7 @@ class _Watches:
         informer = Informer(self._api, resource, parse=parse, store=store,
                             settings=self._settings.watch, telemetry=self._telemetry,
                             label_selector=label_selector)
-        self._role.jobs[f"watch-{resource.name}.{resource.group or 'core'}"] = informer.run
+        self._role.jobs[f"watch-{resource.name}"] = informer.run
         self._role.stores.append(store)
         return store
 

@@ -27,8 +27,9 @@ class Resource:
 
     @property
     def name(self) -> str:
-        """The label value used in self-metrics, e.g. ``pods`` or ``ipamblocks``."""
-        return self.plural
+        """The label value used in self-metrics, as kubectl names it: ``pods`` for the core
+        group, else ``<plural>.<group>`` (both groups have ``networkpolicies``)."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
 
     def path(self, name: str | None = None, *, namespace: str | None = None) -> str:
         """The URL path of the collection (all namespaces when namespace is None) or one object."""

@@ -28,7 +28,6 @@ from exporter.sim.errors import ApiError
 
 if TYPE_CHECKING:
     from exporter.sim.apiserver import ApiServer
-
     from exporter.sim.cluster import SimCluster
 
 CNS = "caliconodestatuses.crd.projectcalico.org"

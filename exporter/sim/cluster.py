@@ -24,7 +24,6 @@ from collections.abc import Callable
 from typing import Any
 
 from exporter.sim.apiserver import ApiServer
-
 from exporter.sim.calico_node import BIRD_VERSION, CNS, StatusReporter, bird_since, bird_time
 from exporter.sim.errors import ApiError
 from exporter.sim.ipam import IpamAllocator
@@ -144,7 +143,24 @@ class SimCluster:
                 reporter._cancel(obj_name)
         self.nodes.pop(name, None)
         self.api.delete("nodes", name)
+        self._release_node_blocks(name)
         self._poke()
+
+    def _release_node_blocks(self, node: str) -> None:
+        """What kube-controllers does for a deleted node: drop its block affinities; delete its
+        empty blocks, and keep blocks that still hold addresses without an affinity."""
+        for affinity in self.api.list("blockaffinities"):
+            if (affinity.get("spec") or {}).get("node") == node:
+                self.api.delete("blockaffinities", affinity["metadata"]["name"])
+        for block in self.api.list("ipamblocks"):
+            spec = block.get("spec") or {}
+            if spec.get("affinity") != f"host:{node}":
+                continue
+            if all(a is None for a in spec.get("allocations") or []):
+                self.api.delete("ipamblocks", block["metadata"]["name"])
+            else:
+                del spec["affinity"]
+                self.api.update(block)
 
     def add_pod(self, pod: SimPod) -> dict[str, Any]:
         self._container += 1
