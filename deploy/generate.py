@@ -166,6 +166,15 @@ PROBES = [
                     "{{ $labels.source_namespace }} keep ending in error: the probe itself cannot "
                     "run (socket permission, no resolver), so its verdict is unknown.",
     ),
+    alert(
+        "CalicoProbeConfigReloadFailed",
+        "calico_probe_config_last_reload_successful == 0",
+        for_="10m", severity="warning",
+        summary="Probe agent {{ $labels.instance }} rejected its probe config.",
+        description="The probe config of agent {{ $labels.instance }} (job {{ $labels.job }}) "
+                    "failed validation on its last reload. The agent keeps running the previous "
+                    "configuration, so the probe changes are not in force.",
+    ),
 ]
 
 EXPORTER = [
