@@ -267,11 +267,17 @@ def bgp() -> dict[str, Any]:
                                    "CalicoBGPPeerDown fires after 5 minutes of red."),
         table("Peer state",
               target(f"max by (node, ip_version, peer_ip, peer_type, state) "
-                     f"(calico_bgp_peer_state{sel(**n)} == 1)", instant=True, table=True),
-              hide=["Value"], rename={"ip_version": "IP version", "peer_ip": "peer",
-                                      "peer_type": "type"},
+                     f"(calico_bgp_peer_state{sel(**n)} == 1)", instant=True, table=True,
+                     ref="A"),
+              target(f"max by (node, ip_version, peer_ip, peer_type) (time() - "
+                     f"calico_bgp_peer_state_change_timestamp_seconds{sel(**n)})",
+                     instant=True, table=True, ref="B"),
+              merge=True, hide=["Value #A"], unit="s",
+              rename={"ip_version": "IP version", "peer_ip": "peer", "peer_type": "type",
+                      "Value #B": "in this state for"},
               description="The current BGP state of every peer: Idle, Connect, Active, "
-                          "OpenSent, OpenConfirm, Established, Close or Unknown."),
+                          "OpenSent, OpenConfirm, Established, Close or Unknown; how long it "
+                          "has been in it comes from the node-mode DaemonSet only."),
         row("Routes"),
         timeseries("Routes by source",
                    target(f"sum by (node, type, source_type) (calico_bgp_routes{sel(**n)})",
@@ -445,6 +451,11 @@ def policy() -> dict[str, Any]:
         timeseries("Policies by kind and tier",
                    target(f"sum by (kind, tier) (calico_network_policies{sel(**ns)})",
                           "{{kind}} {{tier}}")),
+        timeseries("Network sets",
+                   target(f"sum by (kind, namespace) (calico_network_sets{sel(**ns)})",
+                          "{{kind}} {{namespace}}"),
+                   description="Calico NetworkSets and GlobalNetworkSets that policies can "
+                               "select as sources or destinations."),
         timeseries("Rules by action and direction",
                    target(f"sum by (action, direction) (calico_network_policy_rules{sel()})",
                           "{{direction}} {{action}}"),
@@ -466,25 +477,36 @@ def probes() -> dict[str, Any]:
     g.add(
         row("Verdicts"),
         stat("Probes", f"count(calico_probe_success{sel(**s)})",
-             steps=thresholds((None, "blue"))),
-        stat("Mismatches", f"count(calico_probe_success{sel(**s)} == 0) or vector(0)",
+             steps=thresholds((None, "blue")), w=4),
+        stat("Mismatches", f"count(calico_probe_success{sel(**s)} == 0) or vector(0)", w=4,
              description="Probes whose last verdict did not match expect (including errors)."),
         stat("Unexpected allows",
              f'count((calico_probe_success{sel(expect="deny", **s)} == 0) and '
-             f'(calico_probe_reachable{sel(expect="deny", **s)} == 1)) or vector(0)',
+             f'(calico_probe_reachable{sel(expect="deny", **s)} == 1)) or vector(0)', w=4,
              description="Targets reached that policy must deny: a security regression "
                          "(CalicoNetworkPolicyUnexpectedAllow)."),
         stat("Probes in error",
-             f'count(calico_probe_outcome{sel(outcome="error", **s)} == 1) or vector(0)',
+             f'count(calico_probe_outcome{sel(outcome="error", **s)} == 1) or vector(0)', w=4,
              description="Probes that could not run at all (CalicoProbeErrors)."),
+        stat("Agents with a rejected config",
+             f"count(calico_probe_config_last_reload_successful{sel()} == 0) or vector(0)", w=4,
+             description="Agents whose last probe-config reload failed validation; they keep "
+                         "the previous config (CalicoProbeConfigReloadFailed)."),
+        stat("Skipped runs (1h)",
+             f"sum(increase(calico_probe_skipped_runs_total{sel(**s)}[1h])) or vector(0)",
+             steps=thresholds((None, "green"), (1, "orange")), w=4,
+             description="Runs not started because the concurrency limit held the previous "
+                         "one past its slot: the agent is overloaded."),
         table("Verdict matrix",
               target(f"max by (source_namespace, probe, protocol, expect) "
                      f"(calico_probe_success{sel(**s)})", instant=True, table=True, ref="A"),
               target(f"max by (source_namespace, probe, protocol, expect, outcome) "
                      f"(calico_probe_outcome{sel(**s)} == 1)", instant=True, table=True,
                      ref="B"),
+              target(f"max by (source_namespace, probe, protocol, expect, target) "
+                     f"(calico_probe_info{sel(**s)})", instant=True, table=True, ref="C"),
               merge=True, mappings=MATCH, steps=thresholds((None, "red"), (1, "green")),
-              hide=["Value #B"], h=10,
+              hide=["Value #B", "Value #C"], h=10,
               rename={"source_namespace": "from namespace", "Value #A": "verdict"},
               description="Every probe by source namespace: its expectation, the last outcome "
                           "and whether it matched."),

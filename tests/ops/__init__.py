@@ -1,0 +1,1 @@
+"""Operability: alert rules, dashboards, deploy manifests, Dockerfile, a real Prometheus."""
