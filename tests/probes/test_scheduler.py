@@ -122,7 +122,7 @@ async def test_runs_start_on_the_jittered_grid(make_probe: MakeProbe, http: Http
     assert [round(s) for s in slots] == sorted({round(s) for s in slots})
     state = results.get(probe.name)
     assert state is not None
-    assert state.runs["match"] >= 5
+    assert state.runs["match"] >= len(dues) - 1  # the last start may still be running
 
 
 async def test_concurrency_limit(make_probe: MakeProbe, http: HttpServer) -> None:
