@@ -52,7 +52,7 @@ def settings(tmp_path: Path, **kw: object) -> BirdSettings:
     """BirdSettings with both sockets in tmp_path and a short interval."""
     values: dict[str, object] = {
         "node_name": "node-1", "bird_socket": str(tmp_path / "bird.ctl"),
-        "bird6_socket": str(tmp_path / "bird6.ctl"), "bird_interval": 0.05, "bird_timeout": 0.5}
+        "bird6_socket": str(tmp_path / "bird6.ctl"), "bird_interval": 0.05, "bird_timeout": 5.0}
     values.update(kw)
     return BirdSettings(**values)  # type: ignore[arg-type]
 
@@ -151,7 +151,7 @@ async def test_missing_bird6_means_no_ipv6(tmp_path: Path) -> None:
 async def test_bird_not_answering_is_down_not_a_crash(tmp_path: Path) -> None:
     """A missing or hanging bird.ctl is source down and a not-ready agent."""
     telemetry = Telemetry()
-    p = poller(tmp_path, telemetry)
+    p = poller(tmp_path, telemetry, bird_timeout=0.3)
     try:
         node = await p.poll_once()
         assert node.agents == (BirdAgent(4, ready=False),)

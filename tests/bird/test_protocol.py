@@ -41,7 +41,7 @@ async def bird(sock: str) -> AsyncIterator[FakeBird]:
 
 async def test_greeting_and_multiline_reply(bird: FakeBird, sock: str) -> None:
     """Greeting read on connect; a multi-line reply ends at its final line."""
-    async with BirdClient(sock, timeout=2) as client:
+    async with BirdClient(sock, timeout=5) as client:
         reply = await client.command("show status")
         assert client.greeting == "BIRD 1.6.8 ready."
         assert reply.code == 13
@@ -64,7 +64,7 @@ async def test_greeting_and_multiline_reply(bird: FakeBird, sock: str) -> None:
 
 async def test_error_reply_raises_and_keeps_connection(bird: FakeBird, sock: str) -> None:
     """A 9xxx reply raises BirdReplyError with its code and text; the connection stays usable."""
-    async with BirdClient(sock, timeout=2) as client:
+    async with BirdClient(sock, timeout=5) as client:
         with pytest.raises(BirdReplyError) as err:
             await client.command("show foo")
         assert (err.value.code, err.value.text) == (9001, "syntax error")
@@ -78,7 +78,7 @@ async def test_reply_in_pieces_and_async_and_bare_lines(sock: str) -> None:
               " Current server time is 2026-11-26 06:42:40\n0013 Daemon is up and running\n"]
     invalid: list[tuple[str, str]] = []
     async with FakeBird(sock, {"show status": pieces}), BirdClient(
-            sock, timeout=2, on_invalid=lambda r, line: invalid.append((r, line))) as client:
+            sock, timeout=5, on_invalid=lambda r, line: invalid.append((r, line))) as client:
         reply = await client.command("show status")
     assert [line.text for line in reply.lines] == [
         "BIRD 1.6.8", "Router ID is 198.18.0.2", "no code",
@@ -92,6 +92,7 @@ async def test_timeout_drops_connection_then_reconnects(bird: FakeBird, sock: st
         with pytest.raises(BirdTimeout):
             await client.command("hang")
         assert not client.connected
+        client.timeout = 5.0
         assert (await client.command("show status")).code == 13
         assert client.connects == 2
 
@@ -107,21 +108,21 @@ async def test_greeting_timeout(sock: str) -> None:
 async def test_bad_greeting(sock: str) -> None:
     """A first line that is not the 0001 welcome is a protocol error."""
     async with FakeBird(sock, {}, greeting="8000 Too many clients\n"), \
-            BirdClient(sock, timeout=1) as client:
+            BirdClient(sock, timeout=5) as client:
         with pytest.raises(BirdProtocolError):
             await client.command("show status")
 
 
 async def test_missing_and_refused_sockets(sock: str, tmp_path: Path) -> None:
     """No socket file is missing=True; a stale file nobody serves is missing=False."""
-    async with BirdClient(sock, timeout=1) as client:
+    async with BirdClient(sock, timeout=5) as client:
         with pytest.raises(BirdUnavailable) as err:
             await client.command("show status")
         assert err.value.missing is True
     stale = str(tmp_path / "stale.ctl")
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(stale)
-    async with BirdClient(stale, timeout=1) as client:
+    async with BirdClient(stale, timeout=5) as client:
         with pytest.raises(BirdUnavailable) as err:
             await client.command("show status")
         assert err.value.missing is False
@@ -131,7 +132,7 @@ async def test_bird_restart_is_transparent(sock: str) -> None:
     """When BIRD restarts between commands, the next command reconnects once and succeeds."""
     script = {"show status": STATUS}
     first = await FakeBird(sock, script).start()
-    async with BirdClient(sock, timeout=2) as client:
+    async with BirdClient(sock, timeout=5) as client:
         try:
             assert (await client.command("show status")).code == 13
         finally:
@@ -145,7 +146,7 @@ async def test_bird_restart_is_transparent(sock: str) -> None:
 async def test_bird_gone_after_restart_attempt(sock: str) -> None:
     """If BIRD stopped and has not come back, the command fails with BirdUnavailable."""
     fake = await FakeBird(sock, {"show status": STATUS}).start()
-    async with BirdClient(sock, timeout=2) as client:
+    async with BirdClient(sock, timeout=5) as client:
         try:
             await client.command("show status")
         finally:
@@ -157,14 +158,14 @@ async def test_bird_gone_after_restart_attempt(sock: str) -> None:
 async def test_close_in_the_middle_of_a_reply(sock: str) -> None:
     """A connection closed before the final line raises BirdClosed (no retry on a new one)."""
     async with FakeBird(sock, {"show status": "1000-BIRD 1.6.8\n", "close": CLOSE}), \
-            BirdClient(sock, timeout=1) as client:
+            BirdClient(sock, timeout=5) as client:
         with pytest.raises(BirdClosed):
             await client.command("close")
 
 
 async def test_concurrent_commands_are_serialised(bird: FakeBird, sock: str) -> None:
     """Commands issued at once run one after the other and each gets its own reply."""
-    async with BirdClient(sock, timeout=2) as client:
+    async with BirdClient(sock, timeout=5) as client:
         a, b, c = await asyncio.gather(client.command("show status"),
                                        client.command("show protocols all"),
                                        client.command("show status"))
@@ -174,6 +175,6 @@ async def test_concurrent_commands_are_serialised(bird: FakeBird, sock: str) -> 
 
 async def test_multiline_command_rejected(sock: str) -> None:
     """A command is one line: a newline in it is refused before anything is sent."""
-    async with BirdClient(sock, timeout=1) as client:
+    async with BirdClient(sock, timeout=5) as client:
         with pytest.raises(ValueError, match="one line"):
             await client.command("show status\nshow route")
