@@ -33,7 +33,9 @@ a ``deny_outcomes`` in ``defaults`` or in a probe replaces it. ``success`` and `
 listed: success is never a denial and error never matches a verdict.
 
 All probes of one source namespace are run by one agent, so their ``source.labels`` are merged
-and must not give one label two values. :func:`validate_probe_config` returns every problem as
+and must not give one label two values. The agent pod wears those labels so that policies select
+it like the workload it stands for; never copy labels a Service selects on, or the agent becomes
+one of that Service's endpoints. :func:`validate_probe_config` returns every problem as
 one line (``probes[2] "web": timeout: must be greater than 0``); :func:`load_probe_config` raises
 :class:`ProbeConfigError` carrying the same lines.
 """

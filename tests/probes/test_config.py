@@ -169,7 +169,7 @@ def test_agents_one_per_namespace_with_merged_labels() -> None:
     config = load_probe_config(str(EXAMPLE))
     assert agents(config) == [
         Agent("default", {"run": "testpod"}),
-        Agent("guestbook", {"app": "guestbook", "tier": "frontend"}),
+        Agent("guestbook", {"run": "probe"}),
         Agent("testns", {"run": "testpod"}),
     ]
     assert [p.name for p in config.for_namespace("guestbook")] == [
