@@ -128,7 +128,7 @@ class Informer(Generic[T]):
             if reason in ("end", "expired"):
                 log.debug("watch_restarted", resource=self._name, reason=reason)
                 continue
-            self.telemetry.source_up["kubernetes"] = False
+            self.telemetry.mark("kubernetes", self._name, False)
             delay = backoff_delay(attempt, initial=self.settings.backoff_initial,
                                   maximum=self.settings.backoff_max, retry_after=retry_after)
             attempt += 1
@@ -158,7 +158,7 @@ class Informer(Generic[T]):
                 break
             query["continue"] = str(cont)
         self.store.replace(objects)
-        self.telemetry.source_up["kubernetes"] = True
+        self.telemetry.mark("kubernetes", self._name, True)
         log.debug("listed", resource=self._name, objects=len(objects), resource_version=rv)
         return rv
 
@@ -173,7 +173,7 @@ class Informer(Generic[T]):
         )
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.inactivity_timeout)
         resp = await self.api.open("GET", self.resource.path(), query=query, timeout=timeout)
-        self.telemetry.source_up["kubernetes"] = True
+        self.telemetry.mark("kubernetes", self._name, True)
         buf = bytearray()
         async with resp:
             while True:

@@ -28,6 +28,16 @@ class Telemetry:
     source_up: dict[str, bool] = field(default_factory=dict)
     """source name (kubernetes, bird, bird6, probes config, ...) -> answers right now."""
 
+    parts: dict[str, dict[str, bool]] = field(default_factory=dict)
+    """source -> part -> last attempt succeeded; a source with parts is up when all of them are
+    (the kubernetes source is up when every watch's last request succeeded)."""
+
+    def mark(self, source: str, part: str, ok: bool) -> None:
+        """Record one part's last attempt and recompute the source's up flag."""
+        parts = self.parts.setdefault(source, {})
+        parts[part] = ok
+        self.source_up[source] = all(parts.values())
+
     def invalid(self, resource: str, *, reason: str, name: str = "") -> None:
         """Count one malformed input and log it once with its reason."""
         self.invalid_objects[resource] += 1

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from exporter.sim.apiserver import ApiServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config
@@ -22,6 +21,7 @@ from exporter.app.cluster import build_cluster_role
 from exporter.app.run import serve_roles
 from exporter.kube.client import connect
 from exporter.model.telemetry import Telemetry
+from exporter.sim.apiserver import ApiServer
 from exporter.sim.cluster import SimCluster
 from exporter.sim.scenario import load
 
