@@ -259,18 +259,23 @@ def prometheus_rule() -> str:
 
 
 def dashboard_configmap(file_name: str, text: str) -> str:
-    uid = json.loads(text)["uid"]
+    json.loads(text)  # never ship a dashboard that is not JSON
     return HEADER + dump({
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": uid.replace("calico-exporter-", "calico-exporter-dashboard-"),
+            "name": "calico-exporter-dashboard-" + dashboard_key(file_name),
             "namespace": NAMESPACE,
             "labels": {**LABELS, "grafana_dashboard": "1"},
             "annotations": {"grafana_folder": "Calico"},
         },
         "data": {file_name: text},
     })
+
+
+def dashboard_key(file_name: str) -> str:
+    """calico-bgp.json -> bgp: names the ConfigMap here and in the Helm chart alike."""
+    return file_name.removesuffix(".json").removeprefix("calico-")
 
 
 def outputs() -> dict[Path, str]:
@@ -283,9 +288,9 @@ def outputs() -> dict[Path, str]:
     }
     for path in sorted((ROOT / "grafana" / "dashboards").glob("*.json")):
         text = path.read_text()
-        name = path.stem.removeprefix("calico-")
-        out[DEPLOY / "base" / f"configmap-dashboard-{name}.yaml"] = dashboard_configmap(
-            path.name, text)
+        out[DEPLOY / "base" / f"configmap-dashboard-{dashboard_key(path.name)}.yaml"] = (
+            dashboard_configmap(
+                path.name, text))
         out[CHART / "files" / "dashboards" / path.name] = text
     return out
 

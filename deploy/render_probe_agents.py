@@ -167,7 +167,7 @@ def deployment(namespace: str, labels: Mapping[str, str], *, image: str,
                         "volumeMounts": [
                             {"name": "probes", "mountPath": "/etc/calico-exporter",
                              "readOnly": True},
-                            {"name": "tmp", "mountPath": "/tmp"},
+                            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (a mount)
                         ],
                     }],
                     "volumes": [

@@ -98,7 +98,7 @@ def test_dashboard_uids_are_unique() -> None:
 
 def test_dashboard_has_the_required_fields(dashboard: dict[str, Any]) -> None:
     """uid, title, schemaVersion, time range and a string refresh are present."""
-    assert dashboard["uid"] and len(dashboard["uid"]) <= 40
+    assert 0 < len(dashboard["uid"]) <= 40
     assert dashboard["title"]
     assert isinstance(dashboard["schemaVersion"], int)
     assert set(dashboard["time"]) == {"from", "to"}
@@ -116,7 +116,8 @@ def test_panels_fit_the_grid_without_overlap(dashboard: dict[str, Any]) -> None:
     boxes = []
     for p in dashboard["panels"]:
         pos = p["gridPos"]
-        assert pos["x"] >= 0 and pos["y"] >= 0 and pos["w"] > 0 and pos["h"] > 0, p["title"]
+        assert min(pos["x"], pos["y"]) >= 0, p["title"]
+        assert min(pos["w"], pos["h"]) > 0, p["title"]
         assert pos["x"] + pos["w"] <= 24, f"{p['title']} is wider than the grid"
         boxes.append((p["title"], pos))
     for (ta, a), (tb, b) in combinations(boxes, 2):
@@ -154,7 +155,8 @@ def test_every_referenced_variable_is_defined(dashboard: dict[str, Any]) -> None
         missing = _variable_names(text) - defined
         assert not missing, f"undefined variables {sorted(missing)} in {text!r}"
     cluster = next(v for v in variables if v["name"] == "cluster")
-    assert cluster["includeAll"] and cluster["allValue"] == ".*"
+    assert cluster["includeAll"] is True
+    assert cluster["allValue"] == ".*"
 
 
 def test_panel_queries_parse_with_promtool(dashboard: dict[str, Any], tmp_path: Path) -> None:
