@@ -254,6 +254,11 @@ class ApiServer:
             self._tls_dir = None
 
     @property
+    def open_watches(self) -> int:
+        """How many watch streams are open right now."""
+        return self._watchers
+
+    @property
     def resource_version(self) -> int:
         """The current global resourceVersion (etcd revision)."""
         return self.store.rv
@@ -836,33 +841,35 @@ class ApiServer:
             snap_rv = store.rv
             if rv_param == "0":
                 limit = None  # served from the watch cache, which does not paginate
-        entries = store.snapshot(rt, snap_rv)
-        if start_key is not None:
-            keys = [(e.obj["metadata"].get("namespace", ""), e.obj["metadata"]["name"])
-                    for e in entries]
-            entries = entries[bisect.bisect_right(keys, start_key):]
         ns = route.namespace or None
+        keys, entries = store.snapshot_keyed(rt, snap_rv)
+        lo, hi = 0, len(keys)
+        if ns is not None:
+            lo = bisect.bisect_left(keys, (ns, ""))
+            hi = bisect.bisect_left(keys, (ns + "\x00", ""))
+        if start_key is not None:
+            lo = max(lo, bisect.bisect_right(keys, start_key))
         meta: dict[str, Any] = {"resourceVersion": str(snap_rv)}
         if limit is not None and limit > 0:
             page: builtins.list[Entry] = []
-            consumed = 0
-            for entry in entries:
-                consumed += 1
-                if self._matches(entry, ns, labels, fields):
+            pos = lo
+            while pos < hi and len(page) < limit:
+                entry = entries[pos]
+                pos += 1
+                if self._matches(entry, None, labels, fields):
                     page.append(entry)
-                    if len(page) == limit:
-                        break
-            rest = entries[consumed:]
-            if page and rest and any(self._matches(e, ns, labels, fields) for e in rest):
+            more = pos < hi and (
+                (labels is None and fields is None)
+                or any(self._matches(entries[i], None, labels, fields) for i in range(pos, hi)))
+            if page and more:
                 last = page[-1].obj["metadata"]
                 meta["continue"] = self._encode_continue(
                     snap_rv, (last.get("namespace", ""), last["name"]))
                 if labels is None and fields is None:
-                    meta["remainingItemCount"] = sum(
-                        1 for e in rest if self._matches(e, ns, None, None))
+                    meta["remainingItemCount"] = hi - pos
             items = page
         else:
-            items = store.select(rt, entries, ns, labels, fields)
+            items = store.select(rt, entries[lo:hi], None, labels, fields)
         if self._as_table(request):
             return self._json(tables.table(rt, [orjson.loads(e.raw) for e in items], meta,
                                            self._include(request)))

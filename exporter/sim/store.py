@@ -157,7 +157,8 @@ class Store:
         self.buckets: dict[tuple[str, str, str], Bucket] = {
             rt.key: Bucket(rt) for rt in registry.types
         }
-        self._snapshots: dict[tuple[tuple[str, str, str], int], list[Entry]] = {}
+        self._snapshots: dict[tuple[tuple[str, str, str], int],
+                              tuple[list[Key], list[Entry]]] = {}
         self._dispatching = False
         self._pending_notify: list[tuple[Bucket, str, Entry]] = []
         self._dependents: dict[str, set[tuple[tuple[str, str, str], Key]]] = {}
@@ -191,22 +192,32 @@ class Store:
 
     def snapshot(self, rt: ResourceType, rv: int) -> list[Entry]:
         """All entries of ``rt`` as of ``rv`` (<= current), sorted by namespace and name."""
+        return self.snapshot_keyed(rt, rv)[1]
+
+    def snapshot_keyed(self, rt: ResourceType, rv: int) -> tuple[list[Key], list[Entry]]:
+        """``(sorted keys, entries)`` of ``rt`` as of ``rv``; memoized (history is immutable)."""
         bucket = self.buckets[rt.key]
-        if rv >= self.rv:
-            objs = bucket.objects
-            return [objs[k] for k in bucket.keys_sorted()]
-        self.check_rv_not_too_old(bucket, rv)
+        rv = min(rv, self.rv)
         memo = self._snapshots.get((rt.key, rv))
         if memo is not None:
+            if rv < self.rv:
+                self.check_rv_not_too_old(bucket, rv)
             return memo
-        state = dict(bucket.objects)
-        for ev in reversed(bucket.events_after(rv)):
-            if ev.type == ADDED:
-                state.pop(ev.key, None)
-            else:
-                assert ev.prev is not None
-                state[ev.key] = ev.prev
-        result = [state[k] for k in sorted(state)]
+        if rv == self.rv:
+            keys = bucket.keys_sorted()
+            objs = bucket.objects
+            result = (keys, [objs[k] for k in keys])
+        else:
+            self.check_rv_not_too_old(bucket, rv)
+            state = dict(bucket.objects)
+            for ev in reversed(bucket.events_after(rv)):
+                if ev.type == ADDED:
+                    state.pop(ev.key, None)
+                else:
+                    assert ev.prev is not None
+                    state[ev.key] = ev.prev
+            keys = sorted(state)
+            result = (keys, [state[k] for k in keys])
         if len(self._snapshots) >= 16:
             self._snapshots.pop(next(iter(self._snapshots)))
         self._snapshots[(rt.key, rv)] = result
@@ -504,7 +515,7 @@ class Store:
         want_rv = meta.get("resourceVersion")
         if want_rv and str(want_rv) != old.obj["metadata"]["resourceVersion"]:
             raise errors.conflict(rt, name, errors.MODIFIED)
-        if meta.get("uid") != old.obj["metadata"].get("uid"):
+        if meta.get("uid") and meta["uid"] != old.uid:
             raise errors.conflict(
                 rt, name,
                 f"Precondition failed: UID in precondition: {meta.get('uid')}, UID in object "
@@ -789,8 +800,11 @@ class Store:
                 if any(r.get("uid") == entry.uid and r.get("blockOwnerDeletion") for r in refs):
                     blocking = True
                 if not dep_entry.obj["metadata"].get("deletionTimestamp"):
-                    self.delete(dep_bucket.rt, dep[0], dep[1],
-                                {"propagationPolicy": "Foreground"})
+                    # Like the real collector: foreground only for a dependent that itself
+                    # has dependents, background otherwise.
+                    policy = "Foreground" if self._dependents.get(dep_entry.uid) else (
+                        "Background")
+                    self.delete(dep_bucket.rt, dep[0], dep[1], {"propagationPolicy": policy})
                     if dep in dep_bucket.objects:
                         self._gc_pending.add((dep_key, dep))
             if not blocking or not any(
