@@ -107,6 +107,14 @@ def handle_name(handle_id: str) -> str:
     return handle_id.lower()
 
 
+def _network(value: object) -> _Net | None:
+    """A canonical CIDR, or None for anything else (Calico IPAM skips what it cannot parse)."""
+    try:
+        return ipaddress.ip_network(str(value))
+    except ValueError:
+        return None
+
+
 def _fnv32(data: bytes) -> int:
     h = 0x811C9DC5
     for byte in data:
@@ -263,8 +271,8 @@ class IpamAllocator:
         pools = []
         for obj in self.api.list("ippools"):
             spec = obj.get("spec") or {}
-            cidr = ipaddress.ip_network(spec["cidr"])
-            if version is not None and cidr.version != version:
+            cidr = _network(spec.get("cidr"))
+            if cidr is None or (version is not None and cidr.version != version):
                 continue
             if use is not None and (
                 spec.get("disabled")
@@ -293,8 +301,10 @@ class IpamAllocator:
             raise IpamExhausted(f"no IPv{version} pool allows {use} addresses")
         blocks: dict[_Net, dict[str, Any]] = {}
         for obj in self.api.list("ipamblocks"):
-            net = ipaddress.ip_network(obj["spec"]["cidr"])
-            if net.version == version:
+            net = _network(obj["spec"].get("cidr"))
+            if net is not None and net.version == version and len(
+                obj["spec"].get("allocations") or ()
+            ) == 1 << (net.max_prefixlen - net.prefixlen):
                 blocks[net] = obj
         by_pool: dict[str, list[_Net]] = {}
         for pool in pools:
@@ -475,4 +485,6 @@ class IpamAllocator:
     def _go_time(self) -> str:
         """``time.Now().UTC().String()``, as the CNI plugin writes the ``timestamp`` attribute."""
         now = datetime.fromtimestamp(self._clock(), UTC)
-        return now.strftime("%Y-%m-%d %H:%M:%S.%f") + "000 +0000 UTC"
+        fraction = f"{now.microsecond:06d}000".rstrip("0")  # Go prints .999999999, zeros trimmed
+        seconds = now.strftime("%Y-%m-%d %H:%M:%S")
+        return f"{seconds}.{fraction} +0000 UTC" if fraction else f"{seconds} +0000 UTC"

@@ -263,3 +263,21 @@ def test_hostname_hash_matches_the_upstream_fixture() -> None:
     labels = affinity["metadata"]["labels"]
     assert hostname_hash(affinity["spec"]["node"]) == labels["projectcalico.org/hostname-hash"]
     assert affinity_name("etcdNodeName", "192.168.201.0/26") == affinity["metadata"]["name"]
+
+
+def test_malformed_block_in_the_api_is_skipped() -> None:
+    """A block Calico could not parse (bad CIDR) does not stop assignment from the pool."""
+    api = _api(_small_pool())
+    api.create({"apiVersion": CALICO, "kind": "IPAMBlock", "metadata": {"name": "bad"},
+                "spec": {"cidr": "10.30.0.300/28", "allocations": [], "unallocated": [],
+                         "attributes": [], "strictAffinity": False}})
+    ((ip,),) = _fill(IpamAllocator(api), "n1", 1)
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.30.0.0/26")
+
+
+def test_timestamp_attribute_is_go_time_string() -> None:
+    """The timestamp attribute reads like Go's time.Time.String() in UTC (zeros trimmed)."""
+    api = _api(_small_pool())
+    ipam = IpamAllocator(api, clock=lambda: 1_700_000_000.5)
+    ((ip,),) = _fill(ipam, "n1", 1)
+    assert _owner_of(api, ip)[1]["secondary"]["timestamp"] == "2023-11-14 22:13:20.5 +0000 UTC"
