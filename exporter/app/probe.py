@@ -10,7 +10,8 @@ their metrics on ``--listen``. Jobs: ``probe-scheduler`` and ``probe-config``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from exporter.config import ConfigError, Settings
 from exporter.metrics.probes import ProbeCollector
 from exporter.model.telemetry import Telemetry
 from exporter.probes.config import SERVICE_ACCOUNT_NAMESPACE, resolve_source_namespace
+from exporter.probes.demo import serve_demo_targets
 from exporter.probes.reload import ConfigReloader
 from exporter.probes.results import ReloadStatus, Results
 from exporter.probes.scheduler import Scheduler
@@ -73,6 +75,26 @@ def build_probe_agent(
     return ProbeAgent(ns, results, status, scheduler, reloader)
 
 
+@asynccontextmanager
+async def demo_probe_role(
+    settings: Settings,
+    *,
+    telemetry: Telemetry,
+    directory: Path,
+    namespace: str = "demo",
+    interval: str = "10s",
+) -> AsyncIterator[Role]:
+    """For ``make demo``: loopback targets, their probe config written to ``directory``, and a
+    probe agent for ``namespace`` over it, as a Role to serve beside the others. Four probes,
+    all matching; one of them (a closed port) is expected to be denied."""
+    async with serve_demo_targets() as targets:
+        path = directory / "probes.yaml"
+        path.write_text(targets.config(namespace=namespace, interval=interval))
+        agent = build_probe_agent(settings, telemetry=telemetry, config_path=str(path),
+                                  namespace=namespace)
+        yield agent.role()
+
+
 async def run_probe_role(
     settings: Settings,
     *,
@@ -89,4 +111,4 @@ async def run_probe_role(
                       on_serving=on_serving)
 
 
-__all__ = ["ProbeAgent", "build_probe_agent", "run_probe_role"]
+__all__ = ["ProbeAgent", "build_probe_agent", "demo_probe_role", "run_probe_role"]

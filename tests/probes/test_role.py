@@ -12,14 +12,15 @@ import dns.message
 import dns.rcode
 import pytest
 
-from exporter.app.probe import build_probe_agent, run_probe_role
+from exporter.app.probe import build_probe_agent, demo_probe_role, run_probe_role
+from exporter.app.supervisor import supervise
 from exporter.config import ConfigError, ProbeSettings, ServerSettings, Settings
 from exporter.model.telemetry import Telemetry
 from exporter.probes.config import load_probe_config, parse_probe_config
 from exporter.probes.demo import FRONTEND_NAME, serve_demo_targets
 from exporter.probes.outcome import Outcome
 from exporter.probes.scheduler import run_probe
-from tests.probes.scrape import Series, parse, value
+from tests.probes.scrape import Series, exposition, parse, value
 
 DEMO_EXPECTED = {
     "frontend-http": Outcome.SUCCESS,
@@ -116,6 +117,23 @@ async def test_probe_role_serves_verdicts(tmp_path: Path) -> None:
     assert value(series, "calico_probe_config_probes", scope="file") == 5.0
     assert value(series, "calico_exporter_source_up", source="probe_config") == 1.0
     assert not any(dict(labels).get("probe") == "elsewhere" for _, labels in series)
+
+
+async def test_demo_probe_role(tmp_path: Path) -> None:
+    """The demo's probe role, supervised like any role, brings all four demo probes to a match."""
+    async with demo_probe_role(settings(""), telemetry=Telemetry(), directory=tmp_path,
+                               interval="2s") as role:
+        assert role.ready()
+        stop = asyncio.Event()
+        jobs = asyncio.create_task(supervise(role.jobs, stop=stop))
+        try:
+            await wait_until(lambda: all(
+                value(parse(exposition(*role.collectors)), "calico_probe_success", **labels)
+                == 1.0 for labels in DEMO_LABELS))
+        finally:
+            stop.set()
+            await jobs
+    assert (tmp_path / "probes.yaml").exists()
 
 
 def test_agent_needs_a_config_file() -> None:
