@@ -230,9 +230,15 @@ class Churn:
                 self.burst_serial += 1
                 n = self.burst_serial
                 if kind == "pods":
+                    # Mostly status changes (a container restarts), one in ten a label change.
                     ns, name = self.pod_keys[n % len(self.pod_keys)]
-                    self.api.patch("pods", name, {"metadata": {"labels": {"bench-rev": str(n)}}},
-                                   namespace=ns)
+                    if n % 10:
+                        change: dict[str, Any] = {"status": {"containerStatuses":
+                                                  g.container_statuses(self.pods[(ns, name)][2],
+                                                                       restarts=n)}}
+                    else:
+                        change = {"metadata": {"labels": {"bench-rev": str(n)}}}
+                    self.api.patch("pods", name, change, namespace=ns)
                 elif kind == "nodes":
                     self.api.patch("nodes", g.node_name(n % spec.nodes),
                                    {"metadata": {"labels": {"bench-rev": str(n)}}})

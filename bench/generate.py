@@ -296,13 +296,18 @@ def pod(spec: BenchSpec, k: int, *, ns: str, name: str, node_index: int, ip: str
             "podIPs": [{"ip": ip}], "qosClass": "Burstable", "startTime": TIMESTAMP,
             "conditions": [{"type": t, "status": "True", "lastTransitionTime": TIMESTAMP}
                            for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")],
-            "containerStatuses": [{"name": "main", "ready": True, "restartCount": 0,
-                                   "image": "registry.example/app:1.0",
-                                   "imageID": "registry.example/app@sha256:" + "ab" * 32,
-                                   "containerID": f"containerd://{container}", "started": True,
-                                   "state": {"running": {"startedAt": TIMESTAMP}}}],
+            "containerStatuses": container_statuses(serial),
         },
     }
+
+
+def container_statuses(serial: int, *, restarts: int = 0) -> list[dict[str, Any]]:
+    """``status.containerStatuses`` of a pod (``restarts`` varies it, as a crash loop does)."""
+    return [{"name": "main", "ready": True, "restartCount": restarts,
+             "image": "registry.example/app:1.0",
+             "imageID": "registry.example/app@sha256:" + "ab" * 32,
+             "containerID": f"containerd://{container_id(serial)}", "started": True,
+             "state": {"running": {"startedAt": TIMESTAMP}}}]
 
 
 def policy(spec: BenchSpec, i: int, *, edit: int = 0) -> dict[str, Any]:

@@ -1,0 +1,139 @@
+"""Profile the exporter's hot paths in-process with cProfile (py-spy is not needed).
+
+Starts ``bench.emulator_proc`` (same sizes and flags as the harness), builds the real cluster role
+in this process against it (``build_cluster_role``: the same informers, stores and indexes as
+``calico-exporter cluster``), lists every resource, then:
+
+- ``--what watch``: writes a burst of ``--kind`` events into the emulator and replays it through
+  the informer of that resource (``Informer.watch_once`` from the resourceVersion before the
+  burst), under cProfile;
+- ``--what scrape``: renders ``/metrics`` (``generate_latest`` over the role's registry) under
+  cProfile.
+
+``python -m bench.profile --what watch --kind pods --count 20000 --nodes 100 --pods 3000``
+prints the top functions by cumulative and internal time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import generate as g
+from bench.harness import PATHS as BURST_PATHS
+from bench.harness import EmulatorProcess, labels_of
+
+
+async def build(kubeconfig: str, update_period: int) -> tuple[Any, list[Any], Any, Any]:
+    """(role, informers, registry, api context manager) of the cluster role in-process."""
+    from exporter import config
+    from exporter.app.cluster import build_cluster_role
+    from exporter.kube.client import connect
+    from exporter.metrics.registry import build_registry
+    from exporter.metrics.self import SelfCollector
+    from exporter.model.telemetry import Telemetry
+
+    settings = config.load(flags={"kubeconfig": kubeconfig, "listen": "127.0.0.1:0",
+                                  "node_status_update_period": update_period,
+                                  "watch_timeout": "1s"}, environ={})
+    telemetry = Telemetry()
+    ctx = connect(settings.kube)
+    api = await ctx.__aenter__()
+    role = build_cluster_role(api, settings, telemetry)
+    informers = [job.__self__ for job in role.jobs.values()
+                 if type(getattr(job, "__self__", None)).__name__ == "Informer"]
+    registry = build_registry([*role.collectors, SelfCollector(telemetry)])
+    return role, informers, registry, ctx
+
+
+def report(profiler: cProfile.Profile, top: int) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    spec = g.BenchSpec(nodes=args.nodes, routes=args.routes, pods=args.pods,
+                       policies=args.policies, blocks=args.blocks,
+                       update_period=args.update_period)
+    workdir = Path(tempfile.mkdtemp(prefix="calico-exporter-profile-"))
+    emulator = EmulatorProcess(spec, workdir, log_mb=200.0)
+    info = await emulator.start(timeout=900)
+    try:
+        _role, informers, registry, ctx = await build(info["kubeconfig"], spec.update_period)
+        t0 = time.perf_counter()
+        for informer in informers:
+            await informer.list_once()
+        sys.stdout.write(f"listed {len(informers)} resources in {time.perf_counter() - t0:.2f}s\n")
+        profiler = cProfile.Profile()
+        if args.what == "scrape":
+            from prometheus_client import generate_latest
+
+            body = generate_latest(registry)
+            t0 = time.perf_counter()
+            profiler.enable()
+            for _ in range(args.count):
+                body = generate_latest(registry)
+            profiler.disable()
+            sys.stdout.write(f"{args.count} scrapes of {len(body)} bytes: "
+                             f"{(time.perf_counter() - t0) / args.count * 1000:.1f} ms each "
+                             "(under cProfile)\n")
+        else:
+            async with aiohttp.ClientSession() as session, session.post(
+                    info["control"] + "/burst",
+                    params={"kind": args.kind, "count": str(args.count)}) as resp:
+                burst = await resp.json()
+            wanted = set().union(*(labels_of(p) for p in BURST_PATHS[args.kind]))
+            chosen = [i for i in informers if i.resource.name in wanted]
+            events = 0
+            t0 = time.perf_counter()
+            profiler.enable()
+            for informer in chosen:
+                before = sum(informer.telemetry.watch_events.values())
+                await informer.watch_once(str(burst["rv_before"]))
+                events += sum(informer.telemetry.watch_events.values()) - before
+            profiler.disable()
+            wall = time.perf_counter() - t0
+            sys.stdout.write(f"replayed {events} events of {args.kind} in {wall:.2f}s "
+                             f"({events / wall:.0f} events/s under cProfile)\n")
+        sys.stdout.write(report(profiler, args.top))
+        await ctx.__aexit__(None, None, None)
+    finally:
+        emulator.stop()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.profile",
+                                description="cProfile the watch path or /metrics in-process.")
+    q = g.QUICK
+    p.add_argument("--what", choices=("watch", "scrape"), default="watch")
+    p.add_argument("--kind", choices=sorted(BURST_PATHS), default="pods")
+    p.add_argument("--count", type=int, default=10000, help="events (watch) or scrapes")
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--nodes", type=int, default=q.nodes)
+    p.add_argument("--routes", type=int, default=q.routes)
+    p.add_argument("--pods", type=int, default=q.pods)
+    p.add_argument("--policies", type=int, default=q.policies)
+    p.add_argument("--blocks", type=int, default=q.blocks)
+    p.add_argument("--update-period", type=int, default=q.update_period)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(main_async(parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
