@@ -11,13 +11,16 @@ HTTP semantics (each has a contract test in ``tests/sim/test_apiserver_contract.
 
 * Routing and discovery: ``/api``, ``/api/v1``, ``/apis``, ``/apis/{g}``, ``/apis/{g}/{v}``
   (legacy discovery; aggregated-discovery Accept headers get the legacy documents, which
-  client-go accepts), ``/version`` and ``/version/`` with every VersionInfo field, ``/openapi/v2``
-  and ``/openapi/v3`` (404, which kubectl tolerates: it then skips client-side validation),
-  ``/healthz``, ``/livez``, ``/readyz``. A namespaced path for a cluster-scoped type is 404.
+  client-go accepts), ``/version`` and ``/version/`` with every VersionInfo field,
+  ``/openapi/v3`` (see :mod:`exporter.sim.openapi`; ``/openapi/v2`` is 404 and kubectl does not
+  need it), ``/healthz``, ``/livez``, ``/readyz``. A namespaced path for a cluster-scoped type
+  is 404. ``Accept: ...;as=Table;g=meta.k8s.io`` gets server-side tables (get, list, watch).
 * Every error is a ``Status`` object; query booleans are parsed like Go's ``strconv.ParseBool``.
 * Auth: ``Authorization: Bearer <token>`` (401 when missing or wrong; ``token=None`` disables
-  auth). ``/version``, ``/healthz``, ``/livez`` and ``/readyz`` are readable without a token (as
-  the ``system:public-info-viewer`` role allows). Optional RBAC from ClusterRole rules (403);
+  auth). kubectl sends tokens only over TLS: ``tls=True`` serves HTTPS with a self-signed
+  certificate that ``write_kubeconfig`` embeds as the cluster CA. ``/version``, ``/healthz``,
+  ``/livez`` and ``/readyz`` are readable without a token (as the
+  ``system:public-info-viewer`` role allows). Optional RBAC from ClusterRole rules (403);
   discovery and other non-resource URLs are always allowed to an authenticated user (as
   ``system:discovery`` does). ``rbac_hits`` counts the index of the rule that allowed each
   request.
@@ -41,9 +44,12 @@ HTTP semantics (each has a contract test in ``tests/sim/test_apiserver_contract.
   timeout close; ``timeoutSeconds``; ``max_watch_seconds`` caps every watch.
 
 Deliberate simplifications (documented here, not hidden): pods are deleted immediately (no
-kubelet to confirm a graceful deletion); no managedFields and no server-side apply (415); the
-in-process API writes spec and status together (it stands for etcd-level writes by controllers);
-``seed()`` upserts and keeps given uids and creationTimestamps.
+kubelet to confirm a graceful deletion); no managedFields and no server-side apply (415);
+built-in kinds have no schema, so only their metadata is pruned and validated (plus the pod
+fields typed clients require: containers with name and image); the in-process API writes spec
+and status together (it stands for etcd-level writes by controllers); ``seed()`` upserts and
+keeps given uids and creationTimestamps. The request log keeps the last ``request_log_limit``
+requests (bodies cut at 64 KiB).
 
 The in-process control API is synchronous and must be called on the event loop thread when
 the server runs.
@@ -180,6 +186,7 @@ class ApiServer:
         user: str = "system:serviceaccount:calico-exporter:calico-exporter",
         crd_files: Iterable[Path] | None = None,
         tls: bool = False,
+        request_log_limit: int = 100_000,
     ) -> None:
         self.registry = Registry([*builtin_types(), *crd_types(crd_files)])
         self.store = Store(self.registry, system_namespaces=system_namespaces)
@@ -193,6 +200,7 @@ class ApiServer:
         self.max_watch_seconds = max_watch_seconds
         self.watch_expired_as_http = watch_expired_as_http
         self.requests: list[RequestRecord] = []
+        self.request_log_limit = request_log_limit
         self.url = ""
         self._faults: list[_Fault] = []
         self._runner: web.AppRunner | None = None
@@ -447,6 +455,8 @@ class ApiServer:
             headers=dict(request.headers), body=body if len(body) <= 65536 else body[:65536],
         )
         self.requests.append(record)
+        if len(self.requests) > self.request_log_limit:
+            del self.requests[: len(self.requests) - self.request_log_limit // 2]
         try:
             resp = await self._dispatch(request, body, record)
         except ApiError as exc:
