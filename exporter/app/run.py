@@ -108,12 +108,16 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
             telemetry = Telemetry()
             async with connect(settings.kube) as api:
                 role = build_cluster_role(api, settings, telemetry)
-                sys.stdout.write(DEMO_BANNER.format(
-                    scenario=scenario.name, listen=settings.server.listen,
-                    apiserver=apiserver.url, kubeconfig=kubeconfig,
-                    flap=settings.demo.flap_interval))
-                sys.stdout.flush()
-                await serve_roles([role], settings=settings, telemetry=telemetry, stop=stop)
+
+                def banner(port: int) -> None:
+                    host = settings.server.listen.rpartition(":")[0]
+                    sys.stdout.write(DEMO_BANNER.format(
+                        scenario=scenario.name, listen=f"{host}:{port}", apiserver=apiserver.url,
+                        kubeconfig=kubeconfig, flap=settings.demo.flap_interval))
+                    sys.stdout.flush()
+
+                await serve_roles([role], settings=settings, telemetry=telemetry, stop=stop,
+                                  on_serving=banner)
     finally:
         await cluster.stop()
         await apiserver.stop()
