@@ -83,7 +83,7 @@ def test_promtool_unit_tests_pass(test_file: Path) -> None:
 
 
 def _cases() -> list[tuple[str, dict[str, Any]]]:
-    out = []
+    out: list[tuple[str, dict[str, Any]]] = []
     for path in TEST_FILES:
         for test in yaml.safe_load(path.read_text())["tests"]:
             out.extend((path.name, case) for case in test.get("alert_rule_test", []))
