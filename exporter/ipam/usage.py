@@ -13,8 +13,8 @@ Semantics (calico-model §2.5, ``calicoctl ipam show`` for the counts, the calic
   ``virtual:`` affinity and allocations without a ``node`` attribute are never borrowed.
 
 Each block is reduced to a :class:`BlockFacts` when its watch event arrives (a few small tuples,
-not its 64 allocations); a scrape only adds those up, which stays in the low milliseconds at
-thousands of blocks. Blocks marked ``deleted`` are absent.
+not its 64 allocations) and its contribution kept in running totals, so a scrape copies a few
+small dicts and one row per block. Blocks marked ``deleted`` are absent.
 """
 
 from __future__ import annotations
@@ -121,28 +121,37 @@ class Usage:
 
 
 class UsageIndex:
-    """Per-block facts kept exact by the IPAMBlock and BlockAffinity store subscriptions."""
+    """Running totals kept exact by the IPAMBlock, BlockAffinity and IPPool subscriptions.
 
-    __slots__ = ("_affinities", "_affinity_of", "_blocks", "_logged_orphans", "_pool_of", "_pools")
+    A block event subtracts the block's old contribution and adds its new one; a pool change
+    (rare) re-resolves every block's pool and rebuilds the totals. A scrape copies the totals.
+    """
+
+    __slots__ = ("_affinities", "_affinity_of", "_blocks", "_logged_orphans", "_nodes",
+                 "_pool_allocated", "_pool_blocks", "_pools", "_rows")
 
     def __init__(self, pools: PoolIndex) -> None:
         self._pools = pools
         self._blocks: dict[ObjectKey, BlockFacts] = {}
-        self._pool_of: dict[ObjectKey, str] = {}
+        self._rows: dict[ObjectKey, BlockUsage] = {}
+        """Each live block's figures with its pool."""
+        self._pool_allocated: Counter[str] = Counter()
+        self._pool_blocks: Counter[str] = Counter()
+        self._nodes: dict[tuple[str, str], NodeUsage] = {}
         self._logged_orphans: set[str] = set()
         self._affinity_of: dict[ObjectKey, tuple[str, str]] = {}
         self._affinities: Counter[tuple[str, str]] = Counter()
-        pools.on_change(self._pool_of.clear)
+        pools.on_change(self._rebuild)
 
     def on_block(self, key: ObjectKey, old: IPAMBlock | None, new: IPAMBlock | None) -> None:
         """Store subscriber for the IPAMBlock store."""
-        self._pool_of.pop(key, None)
-        if new is None or new.deleted:
-            facts = self._blocks.pop(key, None)
-            if facts is not None:
+        facts = self._blocks.pop(key, None)
+        if facts is not None:
+            self._apply(self._rows.pop(key).pool, facts, -1)
+            if new is None or new.deleted or new.cidr != facts.cidr:
                 self._logged_orphans.discard(facts.cidr_text)
-            return
-        self._blocks[key] = block_facts(new)
+        if new is not None and not new.deleted:
+            self._add(key, block_facts(new))
 
     def on_affinity(
         self, key: ObjectKey, old: BlockAffinity | None, new: BlockAffinity | None
@@ -158,45 +167,61 @@ class UsageIndex:
             self._affinity_of[key] = current
             self._affinities[current] += 1
 
-    def pool_of(self, key: ObjectKey, facts: BlockFacts) -> str:
-        """The pool of a stored block (cached until the pools change)."""
-        name = self._pool_of.get(key)
-        if name is None:
-            name = self._pools.pool_of_block(facts.cidr)
-            self._pool_of[key] = name
-            if name == NO_POOL and facts.cidr_text not in self._logged_orphans:
-                self._logged_orphans.add(facts.cidr_text)
-                log.warning("ipam_block_outside_pools", block=facts.cidr_text, node=facts.node)
-        return name
-
     def usage(self) -> Usage:
-        """Add up the per-block facts into pool, block and (node, pool) figures."""
-        pool_allocated: Counter[str] = Counter()
-        pool_blocks: Counter[str] = Counter()
-        nodes: dict[tuple[str, str], NodeUsage] = {}
-        blocks: list[BlockUsage] = []
-        for key, facts in self._blocks.items():
-            pool = self.pool_of(key, facts)
-            pool_allocated[pool] += facts.allocated
-            pool_blocks[pool] += 1
-            blocks.append(
-                BlockUsage(pool, facts.cidr_text, facts.node, facts.allocated, facts.size)
-            )
-            entry = nodes.get((facts.node, pool))
-            if entry is None:
-                entry = nodes[(facts.node, pool)] = NodeUsage()
-            entry.blocks += 1
-            for node, n in facts.by_node:
-                entry = nodes.get((node, pool))
-                if entry is None:
-                    entry = nodes[(node, pool)] = NodeUsage()
-                entry.allocated += n
-            for node, n in facts.borrowed:
-                nodes[(node, pool)].borrowed += n
+        """The current figures (copies: later events do not change them)."""
         pools = [
-            PoolUsage(p.name, p, pool_allocated[p.name], pool_blocks[p.name])
+            PoolUsage(p.name, p, self._pool_allocated[p.name], self._pool_blocks[p.name])
             for p in sorted(self._pools.pools(), key=lambda p: p.name)
         ]
-        if pool_blocks[NO_POOL]:
-            pools.append(PoolUsage(NO_POOL, None, pool_allocated[NO_POOL], pool_blocks[NO_POOL]))
-        return Usage(tuple(pools), tuple(blocks), nodes, dict(self._affinities))
+        if self._pool_blocks[NO_POOL]:
+            pools.append(PoolUsage(
+                NO_POOL, None, self._pool_allocated[NO_POOL], self._pool_blocks[NO_POOL]
+            ))
+        nodes = {k: NodeUsage(v.allocated, v.blocks, v.borrowed) for k, v in self._nodes.items()}
+        return Usage(tuple(pools), tuple(self._rows.values()), nodes, dict(self._affinities))
+
+    def _add(self, key: ObjectKey, facts: BlockFacts) -> None:
+        pool = self._pools.pool_of_block(facts.cidr)
+        if pool == NO_POOL and facts.cidr_text not in self._logged_orphans:
+            self._logged_orphans.add(facts.cidr_text)
+            log.warning("ipam_block_outside_pools", block=facts.cidr_text, node=facts.node)
+        self._blocks[key] = facts
+        self._rows[key] = BlockUsage(pool, facts.cidr_text, facts.node, facts.allocated,
+                                     facts.size)
+        self._apply(pool, facts, 1)
+
+    def _apply(self, pool: str, facts: BlockFacts, sign: int) -> None:
+        """Add (sign 1) or remove (sign -1) one block's contribution to the totals."""
+        self._pool_allocated[pool] += sign * facts.allocated
+        self._pool_blocks[pool] += sign
+        if not self._pool_blocks[pool]:
+            del self._pool_blocks[pool], self._pool_allocated[pool]
+        touched = [(facts.node, pool)]
+        self._node(facts.node, pool).blocks += sign
+        for node, n in facts.by_node:
+            self._node(node, pool).allocated += sign * n
+            touched.append((node, pool))
+        for node, n in facts.borrowed:
+            self._node(node, pool).borrowed += sign * n
+        if sign < 0:
+            for k in touched:
+                entry = self._nodes.get(k)
+                if entry is not None and not (entry.allocated or entry.blocks or entry.borrowed):
+                    del self._nodes[k]
+
+    def _node(self, node: str, pool: str) -> NodeUsage:
+        entry = self._nodes.get((node, pool))
+        if entry is None:
+            entry = self._nodes[(node, pool)] = NodeUsage()
+        return entry
+
+    def _rebuild(self) -> None:
+        """After a pool change: re-resolve every block's pool and recompute the totals."""
+        blocks = list(self._blocks.items())
+        self._blocks.clear()
+        self._rows.clear()
+        self._pool_allocated.clear()
+        self._pool_blocks.clear()
+        self._nodes.clear()
+        for key, facts in blocks:
+            self._add(key, facts)

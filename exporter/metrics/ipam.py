@@ -159,10 +159,13 @@ class IpamCollector:
 
     def _blocks(self, snap: IpamSnapshot) -> Iterator[Metric]:
         allocated, size = BLOCK_ALLOCATED.gauge(), BLOCK_SIZE.gauge()
+        # One series per block in two families: add samples directly, with one label dict
+        # shared by both (add_metric would build two), the hottest loop of an IPAM scrape.
+        allocated_name, size_name = allocated.name, size.name
         for block in snap.usage.blocks:
-            labels = [block.pool, block.cidr, block.node]
-            allocated.add_metric(labels, block.allocated)
-            size.add_metric(labels, block.size)
+            labels = {"pool": block.pool, "block": block.cidr, "node": block.node}
+            allocated.add_sample(allocated_name, labels, block.allocated)
+            size.add_sample(size_name, labels, block.size)
         yield from (allocated, size)
 
     def _nodes(self, snap: IpamSnapshot) -> Iterator[Metric]:
