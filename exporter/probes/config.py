@@ -96,8 +96,11 @@ class ProbeConfigError(ConfigError):
     def __init__(self, path: str, errors: Sequence[str]) -> None:
         self.path = path
         self.errors = tuple(errors)
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        super().__init__(f"probe config {path}: {errors[0]}{more}")
+        if len(errors) == 1:
+            super().__init__(f"probe config {path}: {errors[0]}")
+        else:
+            lines = "".join(f"\n  {e}" for e in errors)
+            super().__init__(f"probe config {path}: {len(errors)} problems:{lines}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -195,7 +195,7 @@ class Scheduler:
             following = grid.next_slot(slot, loop.time())
             if following > slot + 1:
                 self._results.skip(probe, following - slot - 1)
-                log.warning("probe_runs_skipped", probe=probe.name, skipped=following - slot - 1,
+                log.debug("probe_runs_skipped", probe=probe.name, skipped=following - slot - 1,
                             reason="previous run ended after the next slot")
             slot = following
 

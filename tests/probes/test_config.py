@@ -103,13 +103,15 @@ def test_every_invalid_file_is_pinned() -> None:
 
 
 def test_load_raises_with_first_message_and_all_errors() -> None:
-    """load_probe_config raises a ConfigError naming the file, the first problem and the count."""
+    """load_probe_config raises a ConfigError naming the file and listing every problem."""
     path = str(DATA / "invalid" / "several_problems.yaml")
     with pytest.raises(ProbeConfigError) as info:
         load_probe_config(path)
     assert isinstance(info.value, ConfigError)
-    assert str(info.value) == (f'probe config {path}: probes[0] "web": timeout: "-1s" is not a '
-                               "duration like 30s, 2m or 500ms (and 1 more)")
+    assert str(info.value) == (f"probe config {path}: 2 problems:\n"
+                               '  probes[0] "web": timeout: "-1s" is not a duration like 30s, 2m '
+                               "or 500ms\n"
+                               '  probes[1] "ping": target: missing')
     assert info.value.errors == tuple(INVALID["several_problems"])
 
 
