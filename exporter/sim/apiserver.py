@@ -1009,11 +1009,10 @@ class ApiServer:
             while True:
                 waiter.clear()
                 scanned_rv = store.rv
-                floor = max(bucket.floor, store.compacted_rv)
-                if pos < floor:
+                if pos < bucket.floor:
                     # The log was trimmed past this watcher: it fell too far behind.
                     await resp.write(self._error_line(
-                        410, "Expired", f"too old resource version: {pos} ({floor})"))
+                        410, "Expired", f"too old resource version: {pos} ({bucket.floor})"))
                     break
                 events = bucket.events_after(pos)
                 if events:

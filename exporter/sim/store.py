@@ -280,12 +280,10 @@ class Store:
             self._dispatching = False
 
     def compact(self) -> None:
-        """Forget all history up to the current RV."""
+        """Forget all history up to the current RV for new requests: lists at an older RV,
+        continue tokens and watches starting below it get 410. Watches already open keep
+        streaming, as they do from a real API server's watch cache."""
         self.compacted_rv = self.rv
-        for bucket in self.buckets.values():
-            bucket.log.clear()
-            bucket.log_rvs.clear()
-            bucket.floor = self.rv
         self._snapshots.clear()
 
     # ------------------------------------------------------------------ validation helpers

@@ -888,6 +888,20 @@ async def test_watch_too_old_rv_gets_error_410_event(server: ApiServer,
     assert lines[0]["object"]["message"].startswith(f"too old resource version: {old} (")
 
 
+async def test_compaction_keeps_open_watches(server: ApiServer,
+                                             co: client.CustomObjectsApi) -> None:
+    """compact() affects new requests only: an open watch still gets every event, even those
+    committed just before the compaction."""
+    async with watch.Watch() as w:
+        stream = w.stream(co.list_cluster_custom_object, G, V, CNS, timeout_seconds=3)
+        server.create(cns("a"))
+        assert await events(stream, 1) == [("ADDED", "a")]
+        server.create(cns("b"))
+        server.compact()
+        server.create(cns("c"))
+        assert await events(stream, 2) == [("ADDED", "b"), ("ADDED", "c")]
+
+
 async def test_watch_too_old_rv_http_410_mode(tmp_path: Path) -> None:
     """With watch_expired_as_http=True an expired watch is an HTTP 410 Status (kubernetes-asyncio
     raises ApiException 410)."""
