@@ -70,7 +70,9 @@ Replay the write-up against the simulated lab:
   kubectl --kubeconfig {kubeconfig} get caliconodestatuses.crd.projectcalico.org -o yaml
   kubectl --kubeconfig {kubeconfig} get pods -A -o wide
 
-Try:  curl -s http://{listen}/metrics | grep calico_bgp_peers
+Try:  curl -s http://{listen}/metrics | grep -E 'calico_(bgp_peers|ippool_utilization|probe_success)'
+A probe agent (source namespace "demo") runs HTTP, TCP and DNS probes against targets the demo
+serves on loopback; one of them is expected to be denied (a closed port), and matches.
 A BGP session flaps every {flap:.0f} s so dashboards and alerts have something to show.
 Stop with Ctrl-C.
 """
@@ -83,6 +85,7 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
     import tempfile
     from pathlib import Path
 
+    from exporter.app.probe import demo_probe_role
     from exporter.server import split_host_port
     from exporter.sim.apiserver import ApiServer
     from exporter.sim.cluster import SimCluster
@@ -106,7 +109,9 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
             settings = dataclasses.replace(
                 settings, kube=dataclasses.replace(settings.kube, kubeconfig=str(kubeconfig)))
             telemetry = Telemetry()
-            async with connect(settings.kube) as api:
+            async with connect(settings.kube) as api, demo_probe_role(
+                settings, telemetry=telemetry, directory=Path(tmp)
+            ) as probe_role:
                 role = build_cluster_role(api, settings, telemetry)
 
                 def banner(port: int) -> None:
@@ -116,8 +121,8 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
                         kubeconfig=kubeconfig, flap=settings.demo.flap_interval))
                     sys.stdout.flush()
 
-                await serve_roles([role], settings=settings, telemetry=telemetry, stop=stop,
-                                  on_serving=banner)
+                await serve_roles([role, probe_role], settings=settings, telemetry=telemetry,
+                                  stop=stop, on_serving=banner)
     finally:
         await cluster.stop()
         await apiserver.stop()

@@ -133,16 +133,6 @@ def test_openmetrics(demo: Demo) -> None:
         assert resp.read().decode().endswith("# EOF\n")
 
 
-def test_sigterm_exits_cleanly_within_2s(demo: Demo) -> None:
-    """SIGTERM stops the demo (exporter, agent, emulator) cleanly in under 2 s, exit code 0."""
-    demo.wait_for(lambda s: True)
-    started = time.monotonic()
-    demo.proc.send_signal(signal.SIGTERM)
-    code = demo.proc.wait(timeout=10)
-    assert code == 0
-    assert time.monotonic() - started < 2.0
-
-
 def test_bad_config_exit_code(tmp_path: Path) -> None:
     """A bad setting stops the demo before it starts, with one message and exit code 2."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALICO_EXPORTER_")}
@@ -155,3 +145,22 @@ def test_bad_config_exit_code(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines()[-1].startswith(
         "calico-exporter: error: invalid value for --scenario (CALICO_EXPORTER_SCENARIO): "
         "cannot read scenario")
+
+
+def test_probe_agent(demo: Demo) -> None:
+    """The demo's probe agent reports every probe matched, the expected deny included."""
+    got = demo.wait_for(lambda s: len([k for k in s if k[0] == "calico_probe_success"]) == 4)
+    success = {dict(lbl)["probe"]: v for (n, lbl), v in got.items() if n == "calico_probe_success"}
+    assert success == {"frontend-http": 1, "redis-tcp": 1, "frontend-dns": 1, "blocked-port": 1}
+    assert value(got, "calico_probe_outcome", probe="blocked-port", source_namespace="demo",
+                 protocol="tcp", expect="deny", outcome="refused") == 1
+
+
+def test_sigterm_exits_cleanly_within_2s(demo: Demo) -> None:
+    """SIGTERM stops the demo (exporter, agent, emulator) cleanly in under 2 s, exit code 0."""
+    demo.wait_for(lambda s: True)
+    started = time.monotonic()
+    demo.proc.send_signal(signal.SIGTERM)
+    code = demo.proc.wait(timeout=10)
+    assert code == 0
+    assert time.monotonic() - started < 2.0
