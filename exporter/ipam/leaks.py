@@ -178,7 +178,7 @@ class HandleTracker:
                 self._held[handle] = held
                 self._empty_since.pop(handle, None)
             else:
-                del self._held[handle]
+                self._held.pop(handle, None)
                 if self._live_ids[handle]:
                     self._empty_since.setdefault(handle, self._clock())
 
@@ -187,16 +187,17 @@ class HandleTracker:
     ) -> None:
         """Store subscriber for the IPAMHandle store."""
         previous = self._live.pop(key, None)
-        if previous is not None:
-            self._live_ids[previous] -= 1
-            if not self._live_ids[previous]:
-                del self._live_ids[previous]
-                self._empty_since.pop(previous, None)
         if new is not None and not new.deleted:
             self._live[key] = new.handle_id
             self._live_ids[new.handle_id] += 1
             if not self._held[new.handle_id]:
                 self._empty_since.setdefault(new.handle_id, self._clock())
+        if previous is not None:
+            # after adding the new version, so that an update keeps its empty-since time
+            self._live_ids[previous] -= 1
+            if not self._live_ids[previous]:
+                del self._live_ids[previous]
+                self._empty_since.pop(previous, None)
 
     def orphaned(self) -> int:
         """Live handles empty for longer than the grace period."""

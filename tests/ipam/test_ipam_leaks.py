@@ -140,3 +140,13 @@ def test_workload_endpoints_per_node() -> None:
     world.delete_pod("a", "v4")
     world.put_pod(raw_pod("a", "dual", node="n2", ips=("10.10.0.2",), phase="Failed"))
     assert world.state.snapshot().workload_endpoints == {"n3": 1}
+
+
+def test_updating_an_orphaned_handle_keeps_its_age() -> None:
+    """A rewrite of an empty handle does not restart its grace period."""
+    world = _world()
+    world.put_handle(_handle("k8s-pod-network.empty", {"10.10.0.0/28": 1}))
+    world.clock.advance(GRACE - 1)
+    world.put_handle(_handle("k8s-pod-network.empty", {"10.10.0.0/28": 2}))
+    world.clock.advance(2)
+    assert world.state.snapshot().orphaned_handles == 1
