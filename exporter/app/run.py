@@ -70,7 +70,7 @@ Replay the write-up against the simulated lab:
   kubectl --kubeconfig {kubeconfig} get caliconodestatuses.crd.projectcalico.org -o yaml
   kubectl --kubeconfig {kubeconfig} get pods -A -o wide
 
-Try:  curl -s http://{listen}/metrics | grep -E 'calico_(bgp_peers|ippool_utilization|probe_success)'
+Try:  curl -s http://{listen}/metrics | grep -E 'calico_(bgp_peers|ippool_utiliz|probe_succ)'
 A probe agent (source namespace "demo") runs HTTP, TCP and DNS probes against targets the demo
 serves on loopback; one of them is expected to be denied (a closed port), and matches.
 A BGP session flaps every {flap:.0f} s so dashboards and alerts have something to show.

@@ -66,7 +66,8 @@ def demo() -> Iterator[Demo]:
     lines: list[str] = []
     deadline = time.monotonic() + 30
     while "Stop with Ctrl-C." not in "".join(lines):
-        assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+        assert proc.poll() is None, "".join(lines)
+        assert time.monotonic() < deadline, "".join(lines)
         lines.append(proc.stdout.readline())
     try:
         yield Demo(proc, port, "".join(lines))
