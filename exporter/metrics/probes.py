@@ -124,7 +124,7 @@ def _info(states: list[ProbeState]) -> Metric:
     family = PROBE_INFO.gauge()
     for state in states:
         p = state.probe
-        family.add_metric([*_labels(state), p.target, f"{p.interval:g}", f"{p.timeout:g}",
+        family.add_metric([*_labels(state), p.public_target, f"{p.interval:g}", f"{p.timeout:g}",
                            str(p.attempts)], 1.0)
     return family
 

@@ -167,6 +167,14 @@ class Probe:
     deny_outcomes: frozenset[Outcome]
     params: Params
 
+    @property
+    def public_target(self) -> str:
+        """The target without URL credentials (``user:password@``), for labels and logs."""
+        if self.protocol != "http" or "@" not in self.target:
+            return self.target
+        url = urlsplit(self.target)
+        return url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeConfig:

@@ -228,7 +228,7 @@ def _log_change(probe: Probe, previous: RunResult | None, run: RunResult) -> Non
     fields = {
         "probe": probe.name,
         "protocol": probe.protocol,
-        "target": probe.target,
+        "target": probe.public_target,
         "expect": probe.expect,
         "outcome": run.outcome.value,
         "result": run.result,

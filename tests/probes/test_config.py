@@ -191,3 +191,17 @@ def test_format_duration() -> None:
     """Durations print the way the config writes them."""
     assert [format_duration(s) for s in (0.25, 1, 1.5, 30, 120, 90, 3600, 7200)] == [
         "250ms", "1s", "1.5s", "30s", "2m", "90s", "1h", "2h"]
+
+
+def test_public_target_hides_url_credentials() -> None:
+    """Credentials in an HTTP target never reach labels or logs."""
+    config, errors = parse_probe_config(
+        "probes:\n"
+        "  - {name: a, protocol: http, target: 'https://user:s3cret@web.test:8443/x?y=1',"
+        " expect: allow, source: {namespace: n}}\n"
+        "  - {name: b, protocol: tcp, target: 'web.test:80', expect: allow,"
+        " source: {namespace: n}}\n")
+    assert errors == []
+    assert config is not None
+    assert [p.public_target for p in config.probes] == ["https://web.test:8443/x?y=1",
+                                                        "web.test:80"]
