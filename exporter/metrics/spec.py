@@ -37,7 +37,8 @@ class MetricSpec:
         return GaugeMetricFamily(self.name, self.help, labels=self.labels)
 
     def counter(self) -> CounterMetricFamily:
-        assert self.type == "counter" and self.name.endswith("_total"), self.name
+        assert self.type == "counter", self.name
+        assert self.name.endswith("_total"), self.name
         return CounterMetricFamily(self.name.removesuffix("_total"), self.help, labels=self.labels)
 
     def histogram(self) -> HistogramMetricFamily:
