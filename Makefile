@@ -33,7 +33,7 @@ deb-deps:
 	@$(BIN)/python tools/install_helm.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check exporter tests bench tools
+	$(BIN)/ruff check exporter tests bench tools grafana deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
