@@ -78,7 +78,7 @@ def wire_ipam(
     """Subscribe the IPAM indexes to the stores and return the state the collector reads."""
     pools = PoolIndex()
     ippools.subscribe(pools.on_store_change)
-    usage = UsageIndex(pools)
+    usage = UsageIndex(pools, pools_synced=ippools.synced.is_set)
     ipamblocks.subscribe(usage.on_block)
     blockaffinities.subscribe(usage.on_affinity)
 

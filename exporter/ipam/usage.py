@@ -20,6 +20,7 @@ small dicts and one row per block. Blocks marked ``deleted`` are absent.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -128,16 +129,21 @@ class UsageIndex:
     """
 
     __slots__ = ("_affinities", "_affinity_of", "_blocks", "_logged_orphans", "_nodes",
-                 "_pool_allocated", "_pool_blocks", "_pools", "_rows")
+                 "_orphans", "_pool_allocated", "_pool_blocks", "_pools", "_pools_synced", "_rows")
 
-    def __init__(self, pools: PoolIndex) -> None:
+    def __init__(self, pools: PoolIndex, *, pools_synced: Callable[[], bool] = lambda: True
+                 ) -> None:
         self._pools = pools
+        self._pools_synced = pools_synced
+        """Whether the IPPool store holds a full LIST: until then an orphan is not worth a log."""
         self._blocks: dict[ObjectKey, BlockFacts] = {}
         self._rows: dict[ObjectKey, BlockUsage] = {}
         """Each live block's figures with its pool."""
         self._pool_allocated: Counter[str] = Counter()
         self._pool_blocks: Counter[str] = Counter()
         self._nodes: dict[tuple[str, str], NodeUsage] = {}
+        self._orphans: dict[ObjectKey, BlockFacts] = {}
+        """Live blocks in no pool."""
         self._logged_orphans: set[str] = set()
         self._affinity_of: dict[ObjectKey, tuple[str, str]] = {}
         self._affinities: Counter[tuple[str, str]] = Counter()
@@ -148,6 +154,7 @@ class UsageIndex:
         facts = self._blocks.pop(key, None)
         if facts is not None:
             self._apply(self._rows.pop(key).pool, facts, -1)
+            self._orphans.pop(key, None)
             if new is None or new.deleted or new.cidr != facts.cidr:
                 self._logged_orphans.discard(facts.cidr_text)
         if new is not None and not new.deleted:
@@ -169,6 +176,12 @@ class UsageIndex:
 
     def usage(self) -> Usage:
         """The current figures (copies: later events do not change them)."""
+        if self._orphans and self._pools_synced():
+            for facts in self._orphans.values():
+                if facts.cidr_text not in self._logged_orphans:
+                    self._logged_orphans.add(facts.cidr_text)
+                    log.warning("ipam_block_outside_pools", block=facts.cidr_text,
+                                node=facts.node)
         pools = [
             PoolUsage(p.name, p, self._pool_allocated[p.name], self._pool_blocks[p.name])
             for p in sorted(self._pools.pools(), key=lambda p: p.name)
@@ -182,9 +195,8 @@ class UsageIndex:
 
     def _add(self, key: ObjectKey, facts: BlockFacts) -> None:
         pool = self._pools.pool_of_block(facts.cidr)
-        if pool == NO_POOL and facts.cidr_text not in self._logged_orphans:
-            self._logged_orphans.add(facts.cidr_text)
-            log.warning("ipam_block_outside_pools", block=facts.cidr_text, node=facts.node)
+        if pool == NO_POOL:
+            self._orphans[key] = facts
         self._blocks[key] = facts
         self._rows[key] = BlockUsage(pool, facts.cidr_text, facts.node, facts.allocated,
                                      facts.size)
@@ -223,5 +235,6 @@ class UsageIndex:
         self._pool_allocated.clear()
         self._pool_blocks.clear()
         self._nodes.clear()
+        self._orphans.clear()
         for key, facts in blocks:
             self._add(key, facts)

@@ -8,8 +8,11 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from exporter.ipam import IpamState
-from exporter.model import RawObject
+from exporter.config import IpamSettings
+from exporter.ipam import IpamState, wire_ipam
+from exporter.kube.store import Store
+from exporter.model import RawObject, object_key
+from exporter.model.ipam import IPAMBlock, IPPool, parse_ipamblock, parse_ippool
 from tests.ipam.ipam_reference import Reference, block, pod_attrs, pool
 from tests.ipam.world import POOLS, lb_attrs, make_world
 
@@ -123,3 +126,22 @@ def test_deleted_block_event_removes_it() -> None:
     ref = world.reference()
     assert_matches(world.state, ref)
     assert ("n2", "pool-a") not in {k for k, v in ref.node_blocks.items() if v}
+
+
+def test_orphan_blocks_are_not_logged_before_the_pools_are_listed() -> None:
+    """Until the IPPool store has its first LIST, a block without pool is not reported as such."""
+    pools: Store[IPPool] = Store("ippools")
+    blocks: Store[IPAMBlock] = Store("ipamblocks")
+    state = wire_ipam(ippools=pools, ipamblocks=blocks, blockaffinities=Store("blockaffinities"),
+                      ipamhandles=Store("ipamhandles"), pods=Store("pods"),
+                      settings=IpamSettings())
+    raw = block("10.10.0.0/28", "host:n1", {})
+    with capture_logs() as logs:
+        blocks.upsert(object_key(raw), parse_ipamblock(raw))
+        state.snapshot()
+        assert logs == []
+        pools.replace({("", "pool-a"): parse_ippool(POOLS[0])})
+        state.snapshot()
+        pools.delete(("", "pool-a"))
+        state.snapshot()
+    assert [e["event"] for e in logs] == ["ipam_block_outside_pools"]

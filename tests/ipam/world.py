@@ -72,6 +72,7 @@ class World:
             ipamhandles=self.handles, pods=self.pods,
             settings=IpamSettings(leak_grace_period=grace), clock=self.clock,
         )
+        self.ippools.replace({})  # as after the first LIST: the pool store is synced
 
     @staticmethod
     def _put(store: Store[T], raws: dict[str, RawObject] | None, raw: RawObject,
