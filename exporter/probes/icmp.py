@@ -153,7 +153,10 @@ async def probe_icmp(probe: Probe) -> Attempt:
         sock.setblocking(False)
         enable_recverr(sock)
         try:
-            await loop.sock_sendto(sock, packet, addr)
+            # Connected, a raw socket only takes ICMP errors about packets to this address as
+            # socket errors (unconnected, it would take everyone's) and only replies from it.
+            sock.connect(addr)
+            await loop.sock_sendall(sock, packet)
         except OSError as exc:
             return Attempt(outcome_for_oserror(exc),
                            f"send echo to {addr[0]}: {describe_oserror(exc)}")

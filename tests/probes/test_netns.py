@@ -282,7 +282,9 @@ async def test_icmp_drop_and_rejects(agents: Agents) -> None:
         probe("http-reset", "http", "http://198.18.3.2:8081/", "deny", "guestbook"),
     ])
     testns = await agents.start("a", "testns", [
-        probe("ping-raw", "icmp", "198.18.3.2", "allow", "testns")])
+        probe("ping-raw", "icmp", "198.18.3.2", "allow", "testns"),
+        probe("ping-raw-dropped", "icmp", "198.18.3.3", "deny", "testns"),
+        probe("ping-raw-rejected", "icmp", "198.18.3.4", "deny", "testns")])
     expected = {"ping-allowed": "success", "ping-dropped": "timeout",
                 "ping-rejected": "unreachable", "tcp-reset": "refused",
                 "tcp-prohibited": "unreachable", "http-reset": "refused"}
@@ -291,8 +293,10 @@ async def test_icmp_drop_and_rejects(agents: Agents) -> None:
         series = await guestbook.wait_runs(name, 1)
     assert {name: outcome(series, name) for name in expected} == expected
     assert {name: success(series, name) for name in expected} == dict.fromkeys(expected, 1.0)
-    raw = await testns.wait_runs("ping-raw", 1)
-    assert outcome(raw, "ping-raw") == "success"
+    for name in ("ping-raw", "ping-raw-dropped", "ping-raw-rejected"):
+        raw = await testns.wait_runs(name, 1)
+    assert [outcome(raw, n) for n in ("ping-raw", "ping-raw-dropped", "ping-raw-rejected")] == [
+        "success", "timeout", "unreachable"]
     # ping_group_range allows datagram ICMP sockets in c; a keeps the kernel default (raw)
     assert "(datagram socket)" in str(guestbook.events("ping-allowed")[0]["detail"])
     assert "(raw socket)" in str(testns.events("ping-raw")[0]["detail"])
