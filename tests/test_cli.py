@@ -112,3 +112,31 @@ class TestHelp:
             assert opt.flag in text
             assert opt.env in text
             assert opt.help, f"{opt.name} has no docstring"
+
+
+class TestSelector:
+    def test_match(self) -> None:
+        """A matching selector prints its canonical form and 'match', exit 0."""
+        result = cli("selector", "app == 'frontend' && has(tier)", "--labels", "app=frontend",
+                     "tier=web")
+        assert result.returncode == 0
+        assert result.stdout == '(app == "frontend" && has(tier))\nmatch\n'
+
+    def test_no_match(self) -> None:
+        """A selector that does not match the labels exits 1."""
+        result = cli("selector", "app in {'a', 'b'}", "--labels", "app=c")
+        assert result.returncode == 1
+        assert result.stdout.endswith("no match\n")
+
+    def test_canonical_only(self) -> None:
+        """Without labels the canonical form is printed and the exit code is 0."""
+        result = cli("selector", " all() ")
+        assert (result.returncode, result.stdout) == (0, "all()\n")
+
+    def test_parse_error(self) -> None:
+        """A parse error is printed with its position on stderr, exit 2."""
+        result = cli("selector", "app == 'x' &")
+        assert result.returncode == 2
+        assert result.stdout == ""
+        assert "error:" in result.stderr
+        assert result.stderr.splitlines()[-1].strip() == "^"
