@@ -235,11 +235,13 @@ async def test_poller_reports_real_mesh(lab: Lab, tmp_path: Path) -> None:
     poller = BirdPoller(settings, telemetry=telemetry)
     task: asyncio.Task[None] | None = None
     try:
-        async def established(n: int) -> bool:
+        async def settled() -> bool:
+            # Both sessions up and each peer's block received (the UPDATE follows the OPEN).
             node = await poller.poll_once()
-            return node.counts == (PeerCounts(4, n, len(IPS) - 1 - n),)
+            return node.counts == (PeerCounts(4, 2, 0),) and all(
+                (p.routes_imported, p.routes_exported) == (1, 1) for p in node.peers)
 
-        await eventually(lambda: established(2), within=SETTLE)
+        await eventually(settled, within=SETTLE)
         (node,) = poller.snapshot()
         assert node.node == "node-1"
         (agent,) = node.agents
@@ -271,7 +273,7 @@ async def test_poller_reports_real_mesh(lab: Lab, tmp_path: Path) -> None:
         assert (down.routes_imported, down.routes_exported) == (0, 0)
 
         lab.start(2)
-        await eventually(lambda: established(2), within=SETTLE)
+        await eventually(settled, within=SETTLE)
         assert peer_up(poller.snapshot()[0]) == {"198.18.0.3": 1.0, "198.18.0.4": 1.0}
 
         # Stop the local BIRD while run() polls: source down, agent not ready, no crash.
@@ -342,10 +344,14 @@ async def test_node_process_against_real_mesh(lab: Lab, tmp_path: Path) -> None:
                 return all(got.get(("calico_bgp_peer_up", peer(ip))) == v
                            for ip, v in values.items())
 
-            await eventually(lambda: up({"198.18.0.3": 1, "198.18.0.4": 1}), within=SETTLE)
+            async def settled() -> bool:
+                # Both up and each peer's block received (the UPDATE follows the OPEN).
+                return await up({"198.18.0.3": 1, "198.18.0.4": 1}) and all(
+                    got.get(("calico_bgp_peer_routes", routes(ip, d))) == 1
+                    for ip in ("198.18.0.3", "198.18.0.4") for d in ("imported", "exported"))
+
+            await eventually(settled, within=SETTLE)
             for ip in ("198.18.0.3", "198.18.0.4"):
-                assert got["calico_bgp_peer_routes", routes(ip, "imported")] == 1
-                assert got["calico_bgp_peer_routes", routes(ip, "exported")] == 1
                 assert ("calico_bgp_peer_state_change_timestamp_seconds", peer(ip)) in got
             assert got["calico_exporter_source_up", bird_source] == 1
             assert got["calico_bird_ready", frozenset({("node", "node-1"),
