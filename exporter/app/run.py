@@ -97,7 +97,8 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
         raise ConfigError(
             f"invalid value for --scenario (CALICO_EXPORTER_SCENARIO): {exc}") from None
     host, port = split_host_port(settings.demo.apiserver_listen)
-    apiserver = ApiServer(token="demo-token")  # noqa: S106  (the emulator's own, printed token)
+    # TLS because kubectl sends its bearer token only over TLS.
+    apiserver = ApiServer(token="demo-token", tls=True)  # noqa: S106  (the emulator's own token)
     await apiserver.start(host, port)
     cluster = SimCluster(apiserver, scenario)
     try:

@@ -142,14 +142,24 @@ class KubeApi:
                                   content_type="application/json")
 
 
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+"""Where Kubernetes mounts a pod's service-account token and the cluster CA."""
+
+
 @asynccontextmanager
-async def connect(settings: KubeSettings, *,
-                  environ: Mapping[str, str] | None = None) -> AsyncIterator[KubeApi]:
-    """A KubeApi for the configured cluster: in-cluster config in a pod, else kubeconfig."""
+async def connect(settings: KubeSettings, *, environ: Mapping[str, str] | None = None,
+                  service_account: Path = SERVICE_ACCOUNT) -> AsyncIterator[KubeApi]:
+    """A KubeApi for the configured cluster: in-cluster config in a pod (token re-read as it
+    rotates), else the kubeconfig."""
     env = os.environ if environ is None else environ
     cfg = k8s_client.Configuration()
     if not settings.kubeconfig and env.get("KUBERNETES_SERVICE_HOST"):
-        k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        loader = k8s_config.incluster_config.InClusterConfigLoader(
+            token_filename=str(service_account / "token"),
+            cert_filename=str(service_account / "ca.crt"),
+            environ=dict(env),
+        )
+        loader.load_and_set(cfg)
     else:
         path = (settings.kubeconfig or env.get("KUBECONFIG", "").split(":")[0]
                 or str(Path.home() / ".kube" / "config"))
