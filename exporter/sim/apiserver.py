@@ -63,6 +63,7 @@ import binascii
 import bisect
 import builtins
 import fnmatch
+import logging
 import ssl
 import tempfile
 import time
@@ -94,6 +95,8 @@ from exporter.sim.store import (
 from exporter.sim.tls import self_signed
 
 __all__ = ["ApiError", "ApiServer", "RequestRecord"]
+
+_log = logging.getLogger(__name__)
 
 VERSION_INFO = {
     "major": "1",
@@ -447,7 +450,10 @@ class ApiServer:
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read() if request.can_read_body else b""
+        try:
+            body = await request.read() if request.can_read_body else b""
+        except web.HTTPRequestEntityTooLarge as exc:
+            return self._error_response(ApiError(413, exc.text or "Request entity too large"))
         record = RequestRecord(
             method=request.method, path=request.path, query=dict(request.query),
             content_type=request.headers.get("Content-Type", ""),
@@ -461,6 +467,13 @@ class ApiServer:
             resp = await self._dispatch(request, body, record)
         except ApiError as exc:
             resp = self._error_response(exc)
+        except web.HTTPException as exc:
+            resp = self._error_response(ApiError(exc.status, exc.reason))
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception as exc:  # a bug in the emulator: answer like the real server does
+            _log.exception("sim apiserver: internal error on %s %s", request.method, request.path)
+            resp = self._error_response(ApiError(500, f"Internal error occurred: {exc!r}"))
         if record.status == 0:
             record.status = resp.status
         return resp
@@ -596,21 +609,26 @@ class ApiServer:
             group, version, rest = parts[1], parts[2], parts[3:]
         reg = self.registry
         namespace = ""
-        if rest[0] == "namespaces" and len(rest) >= 3:
-            rt = reg.by_path(group, version, rest[2])
-            if rt is None or not rt.namespaced:
-                raise errors.no_route()
+        nested = reg.by_path(group, version, rest[2]) if (
+            rest[0] == "namespaces" and len(rest) >= 3) else None
+        if nested is not None and nested.namespaced:
+            rt = nested
             namespace, rest = rest[1], rest[2:]
+        elif rest[0] == "namespaces" and len(rest) >= 3 and not (group == "" and len(rest) == 3):
+            raise errors.no_route()
         else:
-            rt = reg.by_path(group, version, rest[0])
-            if rt is None:
+            found = reg.by_path(group, version, rest[0])
+            if found is None:
                 raise errors.no_route()
+            rt = found
         if len(rest) > 3:
             raise errors.no_route()
         name = rest[1] if len(rest) > 1 else ""
         sub = rest[2] if len(rest) > 2 else ""
         if sub and not (sub == "status" and rt.status_subresource):
             raise errors.no_route()
+        if rt.namespaced and not namespace and name:
+            raise errors.no_route()  # namespaced objects only exist under /namespaces/{ns}/
         return _Route(rt, namespace, name, sub)
 
     @staticmethod
@@ -619,13 +637,15 @@ class ApiServer:
             if route.name:
                 return "get"
             return "watch" if is_watch else "list"
-        if method == "POST" and not route.name:
+        if route.rt.namespaced and not route.namespace:
+            pass  # the all-namespaces collection only serves list and watch
+        elif method == "POST" and not route.name:
             return "create"
-        if method == "PUT" and route.name:
+        elif method == "PUT" and route.name:
             return "update"
-        if method == "PATCH" and route.name:
+        elif method == "PATCH" and route.name:
             return "patch"
-        if method == "DELETE":
+        elif method == "DELETE":
             return "delete" if route.name else "deletecollection"
         raise ApiError(405, "the server does not allow this method on the requested resource",
                        reason="MethodNotAllowed", details={})

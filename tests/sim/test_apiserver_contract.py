@@ -94,6 +94,22 @@ async def test_cluster_scoped_crd_under_namespace_path_is_404(http: aiohttp.Clie
         assert resp.status == 200
 
 
+async def test_path_and_method_rules(http: aiohttp.ClientSession) -> None:
+    """Namespaced objects exist only under /namespaces/{ns}/; the all-namespaces collection
+    serves only list and watch (405 otherwise); unknown subresources are 404; all as Status."""
+    async with http.get("/api/v1/pods/web") as resp:
+        assert resp.status == 404
+    async with http.post("/api/v1/pods", json={}) as resp:
+        assert resp.status == 405
+        assert (await resp.json())["reason"] == "MethodNotAllowed"
+    async with http.get("/api/v1/namespaces/default/status") as resp:
+        assert resp.status == 200
+        assert (await resp.json())["metadata"]["name"] == "default"
+    async with http.get("/api/v1/namespaces/default/pods/web/exec") as resp:
+        assert resp.status == 404
+        assert (await resp.json())["kind"] == "Status"
+
+
 async def test_discovery_documents(api: client.ApiClient, http: aiohttp.ClientSession) -> None:
     """/api, /apis, /apis/{g} and /apis/{g}/{v} list the served types with real scopes."""
     core = await client.CoreApi(api).get_api_versions()
