@@ -168,8 +168,7 @@ def validate(root: dict[str, Any], obj: dict[str, Any], old: dict[str, Any] | No
         if sub is not None:
             old_value = old.get(key, _MISSING) if old is not None else _MISSING
             _validate_value(sub, value, key, old_value, causes)
-    body = {k: v for k, v in obj.items()}
-    _run_rules(root, body, "", old if old is not None else _MISSING, causes)
+    _run_rules(root, obj, "", old if old is not None else _MISSING, causes)
     return causes
 
 
@@ -380,8 +379,8 @@ def _run_rules(schema: dict[str, Any], value: Any, path: str, old: Any,
         prefix = {"FieldValueForbidden": "Forbidden", "FieldValueRequired": "Required value",
                   "FieldValueDuplicate": f"Duplicate value: {go_json(value)}"}.get(
             reason, f'Invalid value: "{type_name(value)}"')
-        causes.append({"reason": reason, "field": (rule.get("fieldPath", "").lstrip(".") and
-                       _join(path, rule["fieldPath"].lstrip("."))) or path,
+        field_path = str(rule.get("fieldPath") or "").lstrip(".")
+        causes.append({"reason": reason, "field": _join(path, field_path) if field_path else path,
                        "message": f"{prefix}: {message}"})
 
 
