@@ -140,3 +140,21 @@ class TestSelector:
         assert result.stdout == ""
         assert "error:" in result.stderr
         assert result.stderr.splitlines()[-1].strip() == "^"
+
+
+class TestProbeConfigCheck:
+    def test_bad_probe_config(self) -> None:
+        """check-config validates the probe config: each problem on its own line, exit 2."""
+        path = Path(__file__).parent / "probes/testdata/invalid/attempts_do_not_fit.yaml"
+        result = cli("check-config", "--probe-config", str(path))
+        assert result.returncode == 2
+        lines = result.stderr.splitlines()
+        assert lines
+        assert all(line.startswith(f"calico-exporter: error: probe config {path}: ")
+                   for line in lines)
+
+    def test_good_probe_config(self) -> None:
+        """The sample probe config of deploy/ passes check-config."""
+        path = Path(__file__).parents[1] / "deploy" / "probes.yaml"
+        result = cli("check-config", "--probe-config", str(path))
+        assert result.returncode == 0, result.stderr

@@ -135,7 +135,8 @@ def check_probe_config(settings: Settings) -> list[str]:
         return []
     from exporter.probes.config import validate_probe_config
 
-    return validate_probe_config(settings.probes.probe_config)
+    path = settings.probes.probe_config
+    return [f"probe config {path}: {error}" for error in validate_probe_config(path)]
 
 
 def selector(expression: str, labels: list[str] | None) -> tuple[int, str]:
