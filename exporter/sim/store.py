@@ -166,7 +166,9 @@ class Store:
         self._gc_scheduled = False
         self._gc_running = False
         self._gc_defer = 0
-        self._ns_waiting: set[Key] = set()
+        # Owners in foreground deletion and terminating namespaces waiting for dependents
+        # or contents to go: any deletion re-checks them.
+        self._waiting: set[tuple[tuple[str, str, str], Key]] = set()
         self.rv_waiters: list[asyncio.Future[None]] = []
         self.ns_rt = registry.by_path("", "v1", "namespaces")
         if system_namespaces and self.ns_rt is not None:
@@ -238,9 +240,8 @@ class Store:
         if type_ == DELETED:
             del bucket.objects[key]
             bucket.sorted_keys = None
-            if self._ns_waiting and bucket.rt.namespaced and ("", key[0]) in self._ns_waiting:
-                assert self.ns_rt is not None
-                self._gc_pending.add((self.ns_rt.key, ("", key[0])))
+            if self._waiting:
+                self._gc_pending.update(self._waiting)
                 self._schedule_gc()
         else:
             if key not in bucket.objects:
@@ -569,7 +570,11 @@ class Store:
             return _loads(old.raw), warnings
         if dry_run:
             return obj, warnings
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        spec = obj.get("spec")
+        namespace_finalizers = (self.ns_rt is not None and rt.key == self.ns_rt.key
+                                and isinstance(spec, dict) and spec.get("finalizers"))
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not (
+                namespace_finalizers):
             self._commit(bucket, DELETED, key, obj, old)
             self._schedule_gc()
             return obj, warnings
@@ -788,30 +793,21 @@ class Store:
             self._remove_finalizer(bucket, key, "orphan")
             return
         if deleting and "foregroundDeletion" in finalizers:
-            blocking = False
             for dep_key, dep in sorted(self._dependents.get(entry.uid, ())):
                 dep_bucket = self.buckets[dep_key]
                 dep_entry = dep_bucket.objects.get(dep)
-                if dep_entry is None:
+                if dep_entry is None or dep_entry.obj["metadata"].get("deletionTimestamp"):
                     continue
-                refs = dep_entry.obj["metadata"].get("ownerReferences") or []
-                if any(r.get("uid") == entry.uid and r.get("blockOwnerDeletion") for r in refs):
-                    blocking = True
-                if not dep_entry.obj["metadata"].get("deletionTimestamp"):
-                    # Like the real collector: foreground only for a dependent that itself
-                    # has dependents, background otherwise.
-                    policy = "Foreground" if self._dependents.get(dep_entry.uid) else (
-                        "Background")
-                    self.delete(dep_bucket.rt, dep[0], dep[1], {"propagationPolicy": policy})
-                    if dep in dep_bucket.objects:
-                        self._gc_pending.add((dep_key, dep))
-            if not blocking or not any(
-                self.buckets[dk].objects.get(d) is not None
-                for dk, d in self._dependents.get(entry.uid, ())
-            ):
-                self._remove_finalizer(bucket, key, "foregroundDeletion")
-            else:
-                self._gc_pending.add((rt.key, key))
+                # Like the real collector: foreground only for a dependent that itself has
+                # dependents, background otherwise.
+                policy = "Foreground" if self._dependents.get(dep_entry.uid) else "Background"
+                self.delete(dep_bucket.rt, dep[0], dep[1], {"propagationPolicy": policy})
+            if any(self._blocks_owner(dk, d, entry.uid)
+                   for dk, d in self._dependents.get(entry.uid, ())):
+                self._waiting.add((rt.key, key))  # re-checked when anything is deleted
+                return
+            self._waiting.discard((rt.key, key))
+            self._remove_finalizer(bucket, key, "foregroundDeletion")
             return
         refs = meta.get("ownerReferences") or []
         if not refs or deleting:
@@ -819,6 +815,13 @@ class Store:
         states = [self._owner_state(rt, key[0], r) for r in refs if isinstance(r, dict)]
         if states and all(s == "absent" for s in states):
             self.delete(rt, key[0], key[1], {"propagationPolicy": "Background"})
+
+    def _blocks_owner(self, rtkey: tuple[str, str, str], key: Key, owner_uid: str) -> bool:
+        dep = self.buckets[rtkey].objects.get(key)
+        if dep is None:
+            return False
+        refs = dep.obj["metadata"].get("ownerReferences") or []
+        return any(r.get("uid") == owner_uid and r.get("blockOwnerDeletion") for r in refs)
 
     def _remove_finalizer(self, bucket: Bucket, key: Key, finalizer: str) -> None:
         entry = bucket.objects[key]
@@ -844,9 +847,9 @@ class Store:
                     self.delete(other.rt, ns, okey[1])
         if remaining and any(k[0] == ns for b in self.buckets.values() if b.rt.namespaced
                              for k in b.objects):
-            self._ns_waiting.add(key)  # objects with finalizers remain; their deletion re-triggers
+            self._waiting.add((bucket.rt.key, key))  # objects with finalizers remain
             return
-        self._ns_waiting.discard(key)
+        self._waiting.discard((bucket.rt.key, key))
         new = orjson.loads(entry.raw)
         spec = new.get("spec") or {}
         spec.pop("finalizers", None)

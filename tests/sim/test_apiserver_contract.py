@@ -770,6 +770,24 @@ async def test_gc_propagation_policies(server: ApiServer, http: aiohttp.ClientSe
                     ("DELETED", "n2", True)]
 
 
+async def test_gc_foreground_waits_for_blocking_dependents(server: ApiServer) -> None:
+    """A foreground-deleted owner stays (deletionTimestamp, foregroundDeletion finalizer) until
+    its blockOwnerDeletion dependents are really gone."""
+    node = server.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+    dep = owned("held", node)
+    dep["metadata"]["ownerReferences"][0]["blockOwnerDeletion"] = True
+    dep["metadata"]["finalizers"] = ["example.com/hold"]
+    server.create(dep)
+    server.delete("nodes", "n1", propagation_policy="Foreground")
+    await settle()
+    assert server.get("nodes", "n1")["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert server.get(CNS, "held")["metadata"]["deletionTimestamp"]
+    server.patch(CNS, "held", {"metadata": {"finalizers": None}})
+    await settle()
+    assert server.list("nodes") == []
+    assert server.list(CNS) == []
+
+
 async def test_namespace_deletion_removes_contents(server: ApiServer,
                                                    core: client.CoreV1Api) -> None:
     """Deleting a namespace marks it Terminating, refuses new content, then removes its objects
@@ -782,6 +800,8 @@ async def test_namespace_deletion_removes_contents(server: ApiServer,
     with pytest.raises(ApiError) as exc:
         server.create(pod("q", "gone"))
     assert exc.value.status == 403
+    server.patch("namespaces", "gone", {"metadata": {"labels": {"touched": "yes"}}})
+    assert server.get("namespaces", "gone")["status"]["phase"] == "Terminating"
     await settle()
     assert server.list("pods", "gone") == []
     with pytest.raises(ApiException) as api_exc:
