@@ -17,6 +17,8 @@ NetworkSet and GlobalNetworkSet (calico-model §3.1), kept to what the policy in
   Calico rule selectors (``selector``, ``notSelector``, ``namespaceSelector``,
   ``serviceAccounts.selector`` of ``source`` and ``destination``) are kept with their field path
   so that the index can validate them.
+- GlobalNetworkPolicy ``doNotTrack`` and ``preDNAT`` are kept: Felix applies such policies to
+  host endpoints only, never to pods.
 - Network sets keep their labels and the number of nets.
 
 A malformed object (wrong types, an unknown action or policy type, a Kubernetes selector with an
@@ -282,6 +284,15 @@ class CalicoPolicy:
     rules: tuple[RuleCount, ...]
     rule_selectors: tuple[tuple[str, str], ...] = ()
     """(field path, selector) of every non-empty selector inside the rules."""
+    do_not_track: bool = False
+    """GNP only: an untracked policy, which Felix applies to host endpoints only."""
+    pre_dnat: bool = False
+    """GNP only: a pre-DNAT policy, which Felix applies to host endpoints only."""
+
+    @property
+    def host_endpoints_only(self) -> bool:
+        """Felix never puts untracked or pre-DNAT policies on a workload endpoint (a pod)."""
+        return self.do_not_track or self.pre_dnat
 
 
 def _calico_rules(
@@ -330,6 +341,15 @@ def _calico_types(
     return True, True
 
 
+def _flag(spec: Mapping[str, Any], field: str) -> bool:
+    value = spec.get(field)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ParseError(f"spec.{field} {value!r} is not a boolean")
+    return value
+
+
 def display_name(stored_name: str, tier: str) -> str:
     """The policy name without the ``<tier>.`` prefix Calico stored up to v3.31."""
     prefix = tier + "."
@@ -369,6 +389,8 @@ def _parse_calico(raw: RawObject, kind: Literal["calico", "global"]) -> CalicoPo
         egress=egress,
         rules=rules,
         rule_selectors=rule_selectors,
+        do_not_track=_flag(spec, "doNotTrack") if kind == "global" else False,
+        pre_dnat=_flag(spec, "preDNAT") if kind == "global" else False,
     )
 
 

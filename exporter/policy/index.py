@@ -11,6 +11,8 @@ the pod in each direction listed in its types. A pod is *isolated* in a directio
 one policy applies to it in that direction. A policy whose selector does not parse is counted
 once per version in ``Telemetry.invalid`` (resource: its plural) and selects nothing; so does a
 policy with a rule selector that does not parse only for the count, its selection is unaffected.
+Untracked (``doNotTrack``) and ``preDNAT`` GlobalNetworkPolicies select no pods: Felix applies
+them to host endpoints only.
 
 Every event touches only what it can change:
 
@@ -380,7 +382,9 @@ class PolicyIndex:
             errors.append(f"effective selector: {err}")
         else:
             selector = compiled.text
-            predicate = compiled.predicate
+            # Untracked and pre-DNAT GNPs only ever apply to host endpoints.
+            host_only = isinstance(new, CalicoPolicy) and new.host_endpoints_only
+            predicate = None if host_only else compiled.predicate
             namespace_dependent = any(
                 label.startswith(NAMESPACE_PREFIX) for label in compiled.labels
             )

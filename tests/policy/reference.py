@@ -242,6 +242,9 @@ def oracle(cluster: Cluster) -> Expected:
             invalid.add(key)
             selected[key] = set()
             continue
+        if isinstance(policy, CalicoPolicy) and (policy.do_not_track or policy.pre_dnat):
+            selected[key] = set()  # untracked / pre-DNAT: host endpoints only
+            continue
         selected[key] = {pod_key for pod_key, pod_labels in labels.items()
                          if selector.matches(pod_labels)}
     isolation: dict[str, tuple[int, int, int]] = {}

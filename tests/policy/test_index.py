@@ -129,6 +129,19 @@ def test_global_policy_namespace_and_service_account_selectors() -> None:
     assert index_state(index) == oracle(cluster)
 
 
+def test_untracked_and_pre_dnat_policies_select_no_pods() -> None:
+    """doNotTrack and preDNAT GNPs apply to host endpoints only; clearing the flag selects."""
+    cluster = writeup_cluster()
+    for flag in ("doNotTrack", "preDNAT"):
+        cluster.gnp(raw_global_policy(flag, {"selector": "has(run)", flag: True,
+                                             "applyOnForward": True}))
+        assert cluster.index.selected_count(("global", "", flag)) == 0
+    cluster.gnp(raw_global_policy("preDNAT", {"selector": "has(run)", "applyOnForward": True}))
+    assert cluster.index.selected_by(("global", "", "preDNAT")) == {
+        ("default", "testpod"), ("testns", "testpod")}
+    assert index_state(cluster.index) == oracle(cluster)
+
+
 def test_invalid_selector_is_counted_and_never_stops_the_others() -> None:
     """A policy whose selector does not parse selects nothing, is counted once per version."""
     telemetry = Telemetry()
@@ -206,6 +219,10 @@ def _calico_spec(draw: st.DrawFn, *, global_: bool) -> dict[str, Any]:
                             "serviceAccountSelector": draw(_SA_SELECTORS)}
     if global_:
         spec["namespaceSelector"] = draw(_SUB_SELECTORS)
+        flag = draw(st.sampled_from([None, None, None, "doNotTrack", "preDNAT"]))
+        if flag is not None:
+            spec[flag] = True
+            spec["applyOnForward"] = True
     types = draw(_TYPES)
     if types is not None:
         spec["types"] = types

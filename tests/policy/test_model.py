@@ -123,6 +123,17 @@ def test_gnp_selectors_and_rule_selectors() -> None:
     )
 
 
+def test_gnp_host_endpoint_flags() -> None:
+    """doNotTrack and preDNAT are read from GNPs (bools only) and mark host-endpoint policies."""
+    gnp = parse_global_network_policy(raw_global_policy("g", {"preDNAT": True}))
+    assert (gnp.pre_dnat, gnp.do_not_track, gnp.host_endpoints_only) == (True, False, True)
+    assert not parse_global_network_policy(raw_global_policy("g", {})).host_endpoints_only
+    with pytest.raises(ParseError, match="is not a boolean"):
+        parse_global_network_policy(raw_global_policy("g", {"doNotTrack": "yes"}))
+    policy = parse_calico_network_policy(raw_calico_policy("ns", "p", {"doNotTrack": True}))
+    assert not policy.host_endpoints_only
+
+
 def test_namespaced_policy_ignores_namespace_selector() -> None:
     """namespaceSelector belongs to GNPs only; a NetworkPolicy's scope is its namespace."""
     policy = parse_calico_network_policy(
