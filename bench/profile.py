@@ -8,7 +8,9 @@ in this process against it (``build_cluster_role``: the same informers, stores a
   the informer of that resource (``Informer.watch_once`` from the resourceVersion before the
   burst), under cProfile;
 - ``--what scrape``: renders ``/metrics`` (``generate_latest`` over the role's registry) under
-  cProfile.
+  cProfile;
+- ``--what memory``: lists every resource under tracemalloc and reports, per resource, the peak
+  traced memory of its LIST and what its store keeps afterwards, and this process's RSS.
 
 ``python -m bench.profile --what watch --kind pods --count 20000 --nodes 100 --pods 3000``
 prints the top functions by cumulative and internal time.
@@ -56,6 +58,37 @@ async def build(kubeconfig: str, update_period: int) -> tuple[Any, list[Any], An
     return role, informers, registry, ctx
 
 
+def rss_mb() -> tuple[float, float]:
+    rss = hwm = 0.0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+        elif line.startswith("VmHWM:"):
+            hwm = int(line.split()[1]) / 1024
+    return rss, hwm
+
+
+async def memory(informers: list[Any]) -> None:
+    """Peak and retained traced memory of each resource's LIST, and the process RSS."""
+    import gc
+    import tracemalloc
+
+    tracemalloc.start()
+    for informer in informers:
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        await informer.list_once()
+        gc.collect()
+        current, peak = tracemalloc.get_traced_memory()
+        rss, hwm = rss_mb()
+        sys.stdout.write(
+            f"{informer.resource.name:48s} {len(informer.store):6d} objects  "
+            f"LIST peak +{(peak - base) / 2**20:7.1f} MiB  kept +{(current - base) / 2**20:6.1f}"
+            f" MiB  RSS {rss:6.0f} MiB  HWM {hwm:6.0f} MiB\n")
+    tracemalloc.stop()
+
+
 def report(profiler: cProfile.Profile, top: int) -> str:
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
@@ -73,6 +106,10 @@ async def main_async(args: argparse.Namespace) -> None:
     info = await emulator.start(timeout=900)
     try:
         _role, informers, registry, ctx = await build(info["kubeconfig"], spec.update_period)
+        if args.what == "memory":
+            await memory(informers)
+            await ctx.__aexit__(None, None, None)
+            return
         t0 = time.perf_counter()
         for informer in informers:
             await informer.list_once()
@@ -118,7 +155,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.profile",
                                 description="cProfile the watch path or /metrics in-process.")
     q = g.QUICK
-    p.add_argument("--what", choices=("watch", "scrape"), default="watch")
+    p.add_argument("--what", choices=("watch", "scrape", "memory"), default="watch")
     p.add_argument("--kind", choices=sorted(BURST_PATHS), default="pods")
     p.add_argument("--count", type=int, default=10000, help="events (watch) or scrapes")
     p.add_argument("--top", type=int, default=25)
