@@ -33,8 +33,12 @@ class TestNkeLab:
         assert value(got, "calico_bird_ready", node=MASTER, ip_version="4") == 1
 
     async def test_one_status_per_node_owned_by_the_node(self, lab: Lab) -> None:
-        """Each node gets exactly one CalicoNodeStatus of ours, labelled and owned by its Node."""
+        """Each node gets exactly one CalicoNodeStatus of ours, labelled and owned by its Node;
+        the emulator validated every write against the Calico CRD schema and accepted it."""
         await lab.wait_for(established(MASTER), what="statuses")
+        creates = [r for r in lab.apiserver.requests
+                   if r.method == "POST" and r.path.endswith("/caliconodestatuses")]
+        assert [r.status for r in creates] == [201, 201, 201]
         ours = lab.apiserver.list(CNS, label_selector=f"{MANAGED_BY}={MANAGER}")
         assert sorted(o["spec"]["node"] for o in ours) == sorted([MASTER, WORKER0, WORKER1])
         for obj in ours:
