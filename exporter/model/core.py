@@ -18,7 +18,8 @@ from exporter.model import ParseError, RawObject
 _EMPTY: Mapping[str, str] = {}
 
 
-def _labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
+def parse_labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
+    """``metadata.labels`` as a map of interned strings; ParseError when not strings."""
     labels = meta.get("labels")
     if labels is None:
         return _EMPTY
@@ -60,7 +61,7 @@ class Node:
 
 def parse_node(raw: RawObject) -> Node:
     meta = _meta(raw)
-    return Node(name=meta["name"], uid=str(meta.get("uid", "")), labels=_labels(meta))
+    return Node(name=meta["name"], uid=str(meta.get("uid", "")), labels=parse_labels(meta))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ class Namespace:
 
 def parse_namespace(raw: RawObject) -> Namespace:
     meta = _meta(raw)
-    return Namespace(name=meta["name"], labels=_labels(meta))
+    return Namespace(name=meta["name"], labels=parse_labels(meta))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +118,7 @@ def parse_pod(raw: RawObject) -> Pod:
         phase=sys.intern(str(status.get("phase") or "")),
         host_network=bool(spec.get("hostNetwork", False)),
         ips=ips,
-        labels=_labels(meta),
+        labels=parse_labels(meta),
         service_account=sys.intern(
             str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
         ),

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from exporter.model import ParseError, RawObject
+from exporter.model.core import parse_labels
 
 PolicyKind = Literal["k8s", "calico", "global"]
 """Label value of the ``kind`` label: Kubernetes NetworkPolicy, Calico NetworkPolicy, GNP."""
@@ -56,7 +57,6 @@ K8S_OPERATORS: dict[str, K8sOperator] = {
     "DoesNotExist": "DoesNotExist",
 }
 
-_EMPTY_LABELS: Mapping[str, str] = {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,16 +107,6 @@ def _object(value: object, *, path: str) -> Mapping[str, Any]:
         raise ParseError(f"{path} is not an object")
     return value
 
-
-def _labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
-    labels = meta.get("labels")
-    if labels is None:
-        return _EMPTY_LABELS
-    if not isinstance(labels, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-    ):
-        raise ParseError("metadata.labels is not a map of strings")
-    return {sys.intern(k): sys.intern(v) for k, v in labels.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,7 +423,8 @@ def _parse_network_set(raw: RawObject, *, namespaced: bool) -> NetworkSet:
         except ValueError:
             raise ParseError(f"spec.nets entry {net!r} is not an address or CIDR") from None
     return NetworkSet(
-        namespace=sys.intern(namespace), name=meta["name"], labels=_labels(meta), nets=len(nets)
+        namespace=sys.intern(namespace), name=meta["name"], labels=parse_labels(meta),
+        nets=len(nets),
     )
 
 
