@@ -120,6 +120,8 @@ class Result:
     churn: dict[str, Any] = field(default_factory=dict)
     emulator: dict[str, Any] = field(default_factory=dict)
     watch_restarts: dict[str, float] = field(default_factory=dict)
+    loadavg: str = ""
+    """1-minute load average at the start and end of the point (the machine may be shared)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -315,6 +317,7 @@ class Bench:
         r, s = self.result, self.point.spec
         self.say(f"== {s.nodes} nodes, {s.routes} routes/status, {s.pods} pods, "
                  f"{s.policies} policies, {s.blocks} blocks")
+        r.loadavg = loadavg()
         info = await self.emulator.start(timeout=900)
         r.emulator = {k: info[k] for k in ("generate_s", "seed_s", "counts", "rss_mb")}
         self.say(f"emulator seeded in {info['seed_s']:.1f}s ({sum(info['counts'].values())} "
@@ -341,6 +344,7 @@ class Bench:
         if r.watch_restarts:
             r.notes.append(f"watch restarts other than normal ends: {r.watch_restarts}")
         r.emulator["rss_mb_end"] = (await self.control("GET", "/info"))["rss_mb"]
+        r.loadavg += f" -> {loadavg()}"
 
     async def sync(self) -> None:
         assert self.exporter is not None
@@ -583,6 +587,13 @@ def budget_rows(result: Result) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
+def loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
 def machine() -> str:
     model = ""
     with contextlib.suppress(OSError):
@@ -667,6 +678,7 @@ def write_doc(path: Path, results: list[Result], mode: str, notes: list[str]) ->
         ("/metrics CPU per scrape (ms)", "metrics_cpu_ms_per_scrape"),
         ("API writes per minute, steady state", "steady_writes_per_min"),
         ("API writes at startup", "startup_writes"),
+        ("machine load average (1 min, start -> end)", "loadavg"),
     ]
     for label, key in rows:
         lines.append(f"| {label} | " + " | ".join(str(getattr(x, key)) for x in results) + " |")
@@ -701,6 +713,9 @@ def write_doc(path: Path, results: list[Result], mode: str, notes: list[str]) ->
                     "cpu_s_per_min"):
             a, b = getattr(small, key), getattr(main, key)
             lines.append(f"| {key} | {b / a:.2f}x |" if a else f"| {key} | - |")
+    analysis = Path(__file__).with_name("analysis.md")
+    if analysis.exists():
+        lines += ["", analysis.read_text().strip()]
     if notes or any(x.notes for x in results):
         lines += ["", "## Notes", ""]
         lines += [f"- {n}" for n in notes]
@@ -745,6 +760,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--write-doc", metavar="PATH", help="write the results table (markdown)")
     p.add_argument("--churn-seconds", type=float, help="override the steady churn window")
     p.add_argument("--workdir", help="keep logs and kubeconfigs here (default: a temp dir)")
+    p.add_argument("--only", type=int, metavar="NODES",
+                   help="run only the point with this many nodes (e.g. --full --only 1000)")
     p.add_argument("--exporter-arg", action="append", default=[], metavar="ARG",
                    help="extra flag for calico-exporter (repeatable), e.g. --exporter-arg=--x=1")
     p.add_argument("--log-mb", type=float, default=0.0,
@@ -754,6 +771,8 @@ def parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace) -> list[Result]:
     points = [SMALL_FULL_POINT, FULL_POINT] if args.full else [QUICK_POINT]
+    if args.only:
+        points = [p for p in points if p.spec.nodes == args.only]
     base = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(
         prefix="calico-exporter-bench-"))
     results: list[Result] = []
