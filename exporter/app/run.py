@@ -96,8 +96,7 @@ Replay the write-up against the simulated lab:
 Try:  curl -s http://{listen}/metrics | grep -E 'calico_(bgp_peers|ippool_utiliz|probe_succ)'
 A probe agent (source namespace "demo") runs HTTP, TCP and DNS probes against targets the demo
 serves on loopback; one of them is expected to be denied (a closed port), and matches.
-A BGP session flaps every {flap:.0f} s so dashboards and alerts have something to show.
-Stop with Ctrl-C.
+{flap}Stop with Ctrl-C.
 """
 
 
@@ -142,7 +141,10 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
                     host = settings.server.listen.rpartition(":")[0]
                     sys.stdout.write(DEMO_BANNER.format(
                         scenario=scenario.name, listen=f"{host}:{port}", apiserver=apiserver.url,
-                        kubeconfig=kubeconfig, flap=settings.demo.flap_interval))
+                        kubeconfig=kubeconfig, flap=(
+                            f"A BGP session flaps every {settings.demo.flap_interval:.0f} s so "
+                            "dashboards and alerts have something to show.\n"
+                            if settings.demo.flap_interval > 0 else "")))
                     sys.stdout.flush()
 
                 await serve_roles([role, probe_role], settings=settings, telemetry=telemetry,

@@ -40,6 +40,13 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
+EVENTS = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR")
+"""Watch event types, exported with zeros from the start."""
+RESTART_REASONS = ("end", "expired", "inactivity", "connection", "throttled", "server_error",
+                   "client_error", "malformed")
+"""Why a watch stream was restarted; a bounded set, exported with zeros from the start."""
+
+
 class _Expired(Exception):
     """Our resourceVersion is too old: the only cure is a fresh LIST."""
 
@@ -90,6 +97,7 @@ class Informer(Generic[T]):
             self.selectors["fieldSelector"] = field_selector
         self._sleep = sleep
         self._name = resource.name
+        telemetry.declare(self._name, events=EVENTS, reasons=RESTART_REASONS)
 
     async def run(self) -> None:
         """List, then watch, forever; only cancellation ends it."""

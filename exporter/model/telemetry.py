@@ -32,6 +32,16 @@ class Telemetry:
     """source -> part -> last attempt succeeded; a source with parts is up when all of them are
     (the kubernetes source is up when every watch's last request succeeded)."""
 
+    def declare(self, resource: str, *, events: tuple[str, ...] = (),
+                reasons: tuple[str, ...] = ()) -> None:
+        """Expose zeros for a resource before its first event, restart or invalid object, so
+        that ``increase()`` and ``rate()`` count the first one too."""
+        self.invalid_objects[resource] += 0
+        for event in events:
+            self.watch_events[(resource, event)] += 0
+        for reason in reasons:
+            self.watch_restarts[(resource, reason)] += 0
+
     def mark(self, source: str, part: str, ok: bool) -> None:
         """Record one part's last attempt and recompute the source's up flag."""
         parts = self.parts.setdefault(source, {})

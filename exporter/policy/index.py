@@ -71,9 +71,9 @@ PolicyKey = tuple[PolicyKind, str, str]
 
 _EMPTY: Mapping[str, str] = {}
 _RESOURCE: dict[PolicyKind, str] = {
-    "k8s": K8S_NETWORK_POLICIES.plural,
-    "calico": CALICO_NETWORK_POLICIES.plural,
-    "global": GLOBAL_NETWORK_POLICIES.plural,
+    "k8s": K8S_NETWORK_POLICIES.name,
+    "calico": CALICO_NETWORK_POLICIES.name,
+    "global": GLOBAL_NETWORK_POLICIES.name,
 }
 
 

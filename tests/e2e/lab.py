@@ -96,13 +96,18 @@ def lab_settings(kubeconfig: Path, **overrides: object) -> config.Settings:
 
 
 async def start_lab(tmp_path: Path, *, scenario: str = "nke-lab",
-                    rbac_rules: list[dict] | None = None, **overrides: object) -> Lab:
+                    rbac_rules: list[dict[str, object]] | None = None, **overrides: object) -> Lab:
     apiserver = ApiServer(token="test-token", rbac_rules=rbac_rules, bookmark_interval=0.5)
     await apiserver.start()
     cluster = SimCluster(apiserver, load(scenario))
-    await cluster.start()
-    kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
-    lab = Lab(apiserver, cluster, kubeconfig, lab_settings(kubeconfig, **overrides))
+    try:
+        await cluster.start()
+        kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
+        lab = Lab(apiserver, cluster, kubeconfig, lab_settings(kubeconfig, **overrides))
+    except BaseException:
+        await cluster.stop()
+        await apiserver.stop()
+        raise
     serving = asyncio.Event()
 
     def on_serving(port: int) -> None:
