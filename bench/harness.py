@@ -339,7 +339,7 @@ class Bench:
         for labels, value in re.findall(
                 r'^calico_exporter_watch_restarts_total\{([^}]*)\}\s+(\S+)', text, re.MULTILINE):
             lbl = dict(LABEL_RE.findall(labels))
-            if lbl.get("reason") != "end":
+            if lbl.get("reason") != "end" and float(value) > 0:
                 r.watch_restarts[f"{lbl.get('resource')}/{lbl.get('reason')}"] = float(value)
         if r.watch_restarts:
             r.notes.append(f"watch restarts other than normal ends: {r.watch_restarts}")
