@@ -38,6 +38,11 @@ from exporter.nodestatus.refresher import OWNED_SELECTOR, NodeStatusRefresher
 from exporter.nodestatus.view import NodeStatusView
 from exporter.policy.wiring import wire_policy_index
 
+STATUS_PAGE_SIZE = 20
+"""LIST page size for CalicoNodeStatus: a status with the Routes class can carry thousands of
+routes (about 150 kB of JSON at 1,000 routes), and a page is decoded whole before the parser
+keeps only counts; 500 per page peaked at over 1 GB at 1,000 nodes (docs/performance.md)."""
+
 
 @dataclass
 class Role:
@@ -61,11 +66,11 @@ class _Watches:
         self._api, self._settings, self._telemetry, self._role = api, settings, telemetry, role
 
     def add(self, resource: r.Resource, parse: Callable[[RawObject], Any], *,
-            label_selector: str | None = None) -> Store[Any]:
+            label_selector: str | None = None, page_size: int | None = None) -> Store[Any]:
         store: Store[Any] = Store(resource.name)
         informer = Informer(self._api, resource, parse=parse, store=store,
                             settings=self._settings.watch, telemetry=self._telemetry,
-                            label_selector=label_selector)
+                            label_selector=label_selector, page_size=page_size)
         self._role.jobs[f"watch-{resource.name}"] = informer.run
         self._role.stores.append(store)
         return store
@@ -81,6 +86,7 @@ def build_cluster_role(api: KubeApi, settings: Settings, telemetry: Telemetry) -
     statuses = watches.add(
         r.CALICO_NODE_STATUSES, parse_node_status,
         label_selector=OWNED_SELECTOR if ns_settings.manage_node_status else None,
+        page_size=min(settings.watch.list_page_size, STATUS_PAGE_SIZE),
     )
     if ns_settings.manage_node_status:
         refresher = NodeStatusRefresher(api, nodes=nodes, statuses=statuses,

@@ -82,8 +82,11 @@ class Informer(Generic[T]):
         telemetry: Telemetry,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        page_size: int | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``page_size`` overrides ``settings.list_page_size`` for resources whose objects are
+        large, so that one LIST page never has to be decoded whole in memory."""
         self.api = api
         self.resource = resource
         self.parse = parse
@@ -96,6 +99,7 @@ class Informer(Generic[T]):
         if field_selector:
             self.selectors["fieldSelector"] = field_selector
         self._sleep = sleep
+        self._page_size = page_size or settings.list_page_size
         self._name = resource.name
         telemetry.declare(self._name, events=EVENTS, reasons=RESTART_REASONS)
 
@@ -148,7 +152,7 @@ class Informer(Generic[T]):
         """LIST every page of one snapshot into the store; returns the list resourceVersion."""
         objects: dict[ObjectKey, T] = {}
         query = dict(self.selectors)
-        query["limit"] = str(self.settings.list_page_size)
+        query["limit"] = str(self._page_size)
         rv = ""
         while True:
             body = await self.api.list(self.resource, query=query)
