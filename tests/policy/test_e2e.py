@@ -61,7 +61,7 @@ async def test_live_edits(lab: Lab) -> None:
     got = await lab.wait_for(
         lambda s: _selected(s, "global", "", "testpods") == 1
         and value(s, "calico_exporter_invalid_objects_total",
-                  resource="globalnetworkpolicies") == 1,
+                  resource="globalnetworkpolicies.crd.projectcalico.org") == 1,
         what="GNP selection and the invalid count")
     assert _selected(got, "global", "", "typo") == 0
     assert value(got, "calico_pods_isolated", namespace="testns", direction="ingress") == 1

@@ -158,11 +158,12 @@ def test_invalid_selector_is_counted_and_never_stops_the_others() -> None:
     assert index.policy_selector(("calico", "shop", "typo")) == ""
     assert index.selected_count(("calico", "shop", "good")) == 1
     assert index.selected_count(("global", "", "bad-rule")) == 1
-    assert telemetry.invalid_objects == {"networkpolicies": 1, "globalnetworkpolicies": 1}
+    assert telemetry.invalid_objects == {"networkpolicies.crd.projectcalico.org": 1,
+                                         "globalnetworkpolicies.crd.projectcalico.org": 1}
     cluster.calico(raw_calico_policy("shop", "typo", {"selector": "app = 'web'", "order": 3}))
-    assert telemetry.invalid_objects["networkpolicies"] == 1
+    assert telemetry.invalid_objects["networkpolicies.crd.projectcalico.org"] == 1
     cluster.calico(raw_calico_policy("shop", "typo", {"selector": "app == 'web"}))
-    assert telemetry.invalid_objects["networkpolicies"] == 2
+    assert telemetry.invalid_objects["networkpolicies.crd.projectcalico.org"] == 2
     cluster.calico(raw_calico_policy("shop", "typo", {"selector": "app == 'web'"}))
     assert index.selected_count(("calico", "shop", "typo")) == 1
     assert {k: v for k, v in index.policy_counts().items()} == {

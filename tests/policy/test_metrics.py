@@ -77,7 +77,7 @@ def test_bad_policy_does_not_break_scrape() -> None:
                     (("kind", "global"), ("namespace", ""), ("policy", "typo")))] == 0
     assert samples[("calico_network_policy_selected_pods",
                     (("kind", "k8s"), ("namespace", "guestbook"), ("policy", "mypolicy")))] == 5
-    assert telemetry.invalid_objects["globalnetworkpolicies"] == 1
+    assert telemetry.invalid_objects["globalnetworkpolicies.crd.projectcalico.org"] == 1
 
 
 def test_promtool_check_metrics() -> None:
