@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := prometheus bird nftables iproute2 procps
+DEB_PACKAGES := prometheus bird nftables iproute2 procps openssl
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test lint typecheck imports pytest deb-deps bench bench-quick clean
