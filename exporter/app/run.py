@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import Callable, Iterable
 
@@ -44,6 +45,8 @@ async def serve_roles(roles: Iterable[Role], *, settings: Settings, telemetry: T
             await supervise(jobs, stop=stop)
         finally:
             freezer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await freezer
 
 
 async def _freeze_heap_when_ready(ready: Callable[[], bool]) -> None:
