@@ -14,6 +14,7 @@ from exporter.app.supervisor import supervise
 from exporter.config import ConfigError, Settings
 from exporter.kube.client import connect
 from exporter.metrics.bgp import BGPCollector
+from exporter.metrics.exposition import render
 from exporter.metrics.registry import build_registry
 from exporter.metrics.self import SelfCollector
 from exporter.model.telemetry import Telemetry
@@ -37,7 +38,8 @@ async def serve_roles(roles: Iterable[Role], *, settings: Settings, telemetry: T
     def ready() -> bool:
         return all(role.ready() for role in roles)
 
-    async with serve(make_app(registry, ready=ready), listen=settings.server.listen) as port:
+    app = make_app(registry, ready=ready, render=render)
+    async with serve(app, listen=settings.server.listen) as port:
         if on_serving is not None:
             on_serving(port)
         freezer = asyncio.create_task(_freeze_heap_when_ready(ready), name="heap-freeze")

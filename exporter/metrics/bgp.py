@@ -1,4 +1,10 @@
-"""BGP and BIRD families, from NodeBGP snapshots (CalicoNodeStatus or BIRD socket alike)."""
+"""BGP and BIRD families, from NodeBGP snapshots (CalicoNodeStatus or BIRD socket alike).
+
+Most series of a large cluster are here (``calico_bgp_peer_state``: eight per BGP session), so
+the collector also renders its own exposition text (``render``, used by ``/metrics``) and keeps
+each node's rendered lines until that node's NodeBGP changes: an unchanged node costs a lookup
+per scrape. ``collect()`` gives the same series as families, for any other consumer.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from exporter.metrics.exposition import family_lines, header
 from exporter.metrics.spec import MetricSpec
 from exporter.model.bgp import PEER_STATES, NodeBGP
 
@@ -78,6 +85,7 @@ class BGPCollector:
 
     def __init__(self, source: Callable[[], Iterable[NodeBGP]]) -> None:
         self._source = source
+        self._rendered: dict[str, tuple[NodeBGP, tuple[str, ...]]] = {}
 
     def describe(self) -> list[Metric]:
         return []
@@ -89,6 +97,41 @@ class BGPCollector:
             log.exception("collect_failed", collector="bgp")
             return
         yield from families(nodes)
+
+    def render(self, openmetrics: bool) -> Iterator[str]:
+        """The exposition text of ``collect()``, from per-node lines cached while the node's
+        NodeBGP stays the same (same object, or an equal one)."""
+        try:
+            nodes = list(self._source())
+        except Exception:  # a collector must never break the scrape
+            log.exception("collect_failed", collector="bgp")
+            return
+        cache, fresh = self._rendered, {}
+        columns: list[list[str]] = [[] for _ in FAMILY_SPECS]
+        for bgp in nodes:
+            hit = cache.get(bgp.node)
+            if hit is not None and (hit[0] is bgp or hit[0] == bgp):
+                chunks = hit[1]
+            else:
+                chunks = node_lines(bgp)
+            fresh[bgp.node] = (bgp, chunks)
+            for column, chunk in zip(columns, chunks, strict=True):
+                if chunk:
+                    column.append(chunk)
+        self._rendered = fresh
+        for spec, column in zip(FAMILY_SPECS, columns, strict=True):
+            yield header(spec, openmetrics)
+            yield from column
+
+
+def node_lines(bgp: NodeBGP) -> tuple[str, ...]:
+    """The sample lines of one node, one string per family of ``FAMILY_SPECS``."""
+    out: list[str] = []
+    for family in families([bgp]):
+        lines = family_lines(family.samples, family.name)
+        assert lines is not None, family.name  # plain gauges only
+        out.append("".join(lines))
+    return tuple(out)
 
 
 def families(nodes: Iterable[NodeBGP]) -> list[GaugeMetricFamily]:
@@ -133,3 +176,10 @@ def families(nodes: Iterable[NodeBGP]) -> list[GaugeMetricFamily]:
         if bgp.last_updated is not None:
             updated.add_metric([node], bgp.last_updated)
     return [peers, up, state, routes, peer_routes, changed, ready, info, boot, reconfig, updated]
+
+
+FAMILY_SPECS = (
+    BGP_PEERS, BGP_PEER_UP, BGP_PEER_STATE, BGP_ROUTES, BGP_PEER_ROUTES, BGP_PEER_STATE_CHANGE,
+    BIRD_READY, BIRD_INFO, BIRD_LAST_BOOT, BIRD_LAST_RECONFIG, NODE_STATUS_LAST_UPDATED,
+)
+"""The specs of ``families()``, in its order."""
