@@ -16,19 +16,41 @@ from typing import Any
 from exporter.model import ParseError, RawObject
 
 _EMPTY: Mapping[str, str] = {}
+_intern = sys.intern
+
+
+_LABEL_MAPS: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
+"""Label maps seen recently, by their items: pods of one workload share one map."""
+_LABEL_MAPS_MAX = 20_000
 
 
 def parse_labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
-    """``metadata.labels`` as a map of interned strings; ParseError when not strings."""
+    """``metadata.labels`` as a map of interned strings; ParseError when not strings.
+
+    Equal label maps are shared (a bounded cache keyed by the items): thousands of pods carry the
+    same few label sets, so this saves memory and makes comparing two versions of a pod cheap.
+    Callers never mutate the returned map.
+    """
     labels = meta.get("labels")
     if labels is None:
         return _EMPTY
-    if not isinstance(labels, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-    ):
+    if not isinstance(labels, dict):
+        raise ParseError("metadata.labels is not a map of strings")
+    items = tuple(labels.items())
+    try:
+        cached = _LABEL_MAPS.get(items)
+    except TypeError:  # an unhashable value (a list or map): not a string either
+        raise ParseError("metadata.labels is not a map of strings") from None
+    if cached is not None:  # equal to a map of strings, so all strings
+        return cached
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in items):
         raise ParseError("metadata.labels is not a map of strings")
     # Intern keys and values: thousands of pods share the same few labels.
-    return {sys.intern(k): sys.intern(v) for k, v in labels.items()}
+    parsed = {sys.intern(k): sys.intern(v) for k, v in items}
+    if len(_LABEL_MAPS) >= _LABEL_MAPS_MAX:
+        _LABEL_MAPS.clear()
+    _LABEL_MAPS[tuple(parsed.items())] = parsed
+    return parsed
 
 
 def _meta(raw: RawObject) -> Mapping[str, Any]:
@@ -97,7 +119,12 @@ class Pod:
 
 
 def parse_pod(raw: RawObject) -> Pod:
-    meta = _meta(raw)
+    meta = raw.get("metadata")
+    if not isinstance(meta, dict):
+        raise ParseError("metadata.name missing")
+    name = meta.get("name")
+    if not isinstance(name, str):
+        raise ParseError("metadata.name missing")
     spec = raw.get("spec") or {}
     status = raw.get("status") or {}
     if not isinstance(spec, dict) or not isinstance(status, dict):
@@ -106,21 +133,20 @@ def parse_pod(raw: RawObject) -> Pod:
     pod_ips = status.get("podIPs")
     if isinstance(pod_ips, list) and pod_ips:
         ips = tuple(str(p.get("ip", "")) for p in pod_ips if isinstance(p, dict) and p.get("ip"))
-    elif isinstance(status.get("podIP"), str) and status["podIP"]:
-        ips = (status["podIP"],)
     else:
-        ips = ()
+        pod_ip = status.get("podIP")
+        ips = (pod_ip,) if isinstance(pod_ip, str) and pod_ip else ()
+    uid = meta.get("uid", "")
+    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
     return Pod(
-        namespace=sys.intern(str(meta.get("namespace") or "")),
-        name=meta["name"],
-        uid=str(meta.get("uid", "")),
-        node=sys.intern(str(spec.get("nodeName") or "")),
-        phase=sys.intern(str(status.get("phase") or "")),
+        namespace=_intern(str(meta.get("namespace") or "")),
+        name=name,
+        uid=uid if type(uid) is str else str(uid),
+        node=_intern(str(spec.get("nodeName") or "")),
+        phase=_intern(str(status.get("phase") or "")),
         host_network=bool(spec.get("hostNetwork", False)),
         ips=ips,
         labels=parse_labels(meta),
-        service_account=sys.intern(
-            str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
-        ),
+        service_account=_intern(account if type(account) is str else str(account)),
         deleting=meta.get("deletionTimestamp") is not None,
     )

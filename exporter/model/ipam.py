@@ -241,6 +241,39 @@ def _owner(attr: object, index: int) -> AllocationOwner:
     return AllocationOwner(handle, *fields)
 
 
+_OWNERS: dict[tuple[str, str, str, str, str], AllocationOwner] = {}
+"""Owners seen recently, by (handle, node, namespace, pod, type): a block is re-sent whole after
+every IPAM write, and all but one of its attributes are the same as before."""
+_OWNERS_MAX = 100_000
+_NO_SECONDARY: Mapping[str, Any] = {}
+
+
+def _owners(attributes: list[Any]) -> list[AllocationOwner]:
+    """One owner per ``attributes[]`` entry, reusing equal owners parsed before."""
+    cache = _OWNERS
+    out: list[AllocationOwner] = []
+    for index, attr in enumerate(attributes):
+        if isinstance(attr, dict):
+            secondary = attr.get("secondary") or _NO_SECONDARY
+            if isinstance(secondary, dict):
+                key = (attr.get("handle_id") or "", secondary.get("node") or "",
+                       secondary.get("namespace") or "", secondary.get("pod") or "",
+                       secondary.get("type") or "")
+                try:
+                    owner = cache.get(key)
+                except TypeError:  # an unhashable value: _owner reports it
+                    owner = None
+                if owner is not None:  # equal to a key of strings, so all strings
+                    out.append(owner)
+                    continue
+        owner = _owner(attr, index)
+        if len(cache) >= _OWNERS_MAX:
+            cache.clear()
+        cache[(owner.handle, owner.node, owner.namespace, owner.pod, owner.kind)] = owner
+        out.append(owner)
+    return out
+
+
 def parse_ipamblock(raw: RawObject) -> IPAMBlock:
     name, spec = _spec(raw)
     cidr = parse_cidr(spec.get("cidr"), field="spec.cidr")
@@ -262,21 +295,23 @@ def parse_ipamblock(raw: RawObject) -> IPAMBlock:
         raise ParseError(
             f"spec.allocations has {len(allocations)} entries, a /{cidr.prefixlen} block has {size}"
         )
-    owners = [_owner(attr, i) for i, attr in enumerate(attributes)]
+    owners = _owners(attributes)
     ordinals: list[int] = []
     block_owners: list[AllocationOwner] = []
     free = 0
+    known = len(owners)
     for ordinal, index in enumerate(allocations):
         if index is None:
             free += 1
             continue
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise ParseError(f"spec.allocations[{ordinal}] {index!r} is not an attribute index")
-        if index >= len(owners):
-            raise ParseError(
-                f"spec.allocations[{ordinal}] points at attribute {index}, "
-                f"only {len(owners)} exist"
-            )
+        if type(index) is not int or not 0 <= index < known:  # bool is not exactly int
+            if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+                raise ParseError(f"spec.allocations[{ordinal}] {index!r} is not an attribute index")
+            if index >= known:
+                raise ParseError(
+                    f"spec.allocations[{ordinal}] points at attribute {index}, "
+                    f"only {known} exist"
+                )
         ordinals.append(ordinal)
         block_owners.append(owners[index])
     seen: set[int] = set()

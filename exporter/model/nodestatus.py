@@ -38,16 +38,28 @@ class CalicoNodeStatus:
     bgp: NodeBGP
 
 
+_BIRD_TIMES: dict[str, float] = {}
+"""Parsed BIRD times by text: a node reports the same boot and reconfiguration times for hours."""
+_BIRD_TIMES_MAX = 10_000
+
+
 def parse_bird_time(value: object) -> float | None:
     """BIRD's ``YYYY-MM-DD HH:MM:SS`` (daemon local time, UTC in calico-node) as Unix seconds."""
-    if value in (None, ""):
+    if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise ParseError(f"BIRD time {value!r} is not a string")
+    cached = _BIRD_TIMES.get(value)
+    if cached is not None:
+        return cached
     try:
-        return float(calendar.timegm(time.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")))
+        parsed = float(calendar.timegm(time.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")))
     except ValueError:
         raise ParseError(f"BIRD time {value!r} is not YYYY-MM-DD HH:MM:SS") from None
+    if len(_BIRD_TIMES) >= _BIRD_TIMES_MAX:
+        _BIRD_TIMES.clear()
+    _BIRD_TIMES[value] = parsed
+    return parsed
 
 
 def _map(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -117,16 +129,34 @@ def _bgp(bgp: Mapping[str, Any]) -> tuple[tuple[PeerCounts, ...], tuple[BGPPeer,
     return counts, tuple(peers)
 
 
+_NO_SOURCE: Mapping[str, Any] = {}
+
+
 def _routes(routes: Mapping[str, Any]) -> tuple[RouteCount, ...]:
     counts: Counter[tuple[int, str, str]] = Counter()
     for version, key in ((4, "routesV4"), (6, "routesV6")):
-        for route in _list(routes, key):
-            if not isinstance(route, dict):
-                raise ParseError(f"{key} entry is not an object")
-            learned = route.get("learnedFrom") or {}
-            source = learned.get("sourceType", "") if isinstance(learned, dict) else ""
-            counts[(version, str(route.get("type", "")), str(source))] += 1
+        items = _list(routes, key)
+        try:
+            # The common case in C-speed steps: every route a map, learnedFrom a map or absent,
+            # hashable values; anything else takes the checked loop below.
+            pairs = Counter([(r.get("type", ""), (r.get("learnedFrom") or _NO_SOURCE)
+                              .get("sourceType", "")) for r in items])
+        except (AttributeError, TypeError):
+            pairs = _route_pairs(items, key)
+        for (kind, source), n in pairs.items():
+            counts[(version, str(kind), str(source))] += n
     return tuple(RouteCount(v, t, s, n) for (v, t, s), n in sorted(counts.items()))
+
+
+def _route_pairs(items: list[Any], key: str) -> Counter[tuple[object, object]]:
+    pairs: Counter[tuple[object, object]] = Counter()
+    for route in items:
+        if not isinstance(route, dict):
+            raise ParseError(f"{key} entry is not an object")
+        learned = route.get("learnedFrom") or {}
+        source = learned.get("sourceType", "") if isinstance(learned, dict) else ""
+        pairs[(str(route.get("type", "")), str(source))] += 1
+    return pairs
 
 
 def parse_node_status(raw: RawObject) -> CalicoNodeStatus:
