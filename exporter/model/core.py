@@ -43,10 +43,11 @@ def parse_labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
         raise ParseError("metadata.labels is not a map of strings") from None
     if cached is not None:  # equal to a map of strings, so all strings
         return cached
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in items):
-        raise ParseError("metadata.labels is not a map of strings")
     # Intern keys and values: thousands of pods share the same few labels.
-    parsed = {sys.intern(k): sys.intern(v) for k, v in items}
+    try:
+        parsed = {_intern(k): _intern(v) for k, v in items}
+    except TypeError:  # intern() takes only strings
+        raise ParseError("metadata.labels is not a map of strings") from None
     if len(_LABEL_MAPS) >= _LABEL_MAPS_MAX:
         _LABEL_MAPS.clear()
     _LABEL_MAPS[tuple(parsed.items())] = parsed

@@ -10,6 +10,7 @@ parse time: a status can list thousands of routes and we never keep them.
 from __future__ import annotations
 
 import calendar
+import operator
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -130,19 +131,29 @@ def _bgp(bgp: Mapping[str, Any]) -> tuple[tuple[PeerCounts, ...], tuple[BGPPeer,
 
 
 _NO_SOURCE: Mapping[str, Any] = {}
+_TYPE = operator.itemgetter("type")
+_LEARNED = operator.itemgetter("learnedFrom")
+_SOURCE = operator.itemgetter("sourceType")
 
 
 def _routes(routes: Mapping[str, Any]) -> tuple[RouteCount, ...]:
     counts: Counter[tuple[int, str, str]] = Counter()
     for version, key in ((4, "routesV4"), (6, "routesV6")):
         items = _list(routes, key)
+        pairs: Counter[tuple[object, object]]
         try:
-            # The common case in C-speed steps: every route a map, learnedFrom a map or absent,
-            # hashable values; anything else takes the checked loop below.
-            pairs = Counter([(r.get("type", ""), (r.get("learnedFrom") or _NO_SOURCE)
-                              .get("sourceType", "")) for r in items])
-        except (AttributeError, TypeError):
-            pairs = _route_pairs(items, key)
+            # The common case entirely in C: every route a map with type and learnedFrom.sourceType.
+            pairs = Counter(zip(map(_TYPE, items), map(_SOURCE, map(_LEARNED, items)),
+                                strict=True))
+        except (KeyError, TypeError):
+            try:
+                # learnedFrom absent or empty somewhere, still maps and hashable values.
+                pairs = Counter([(r.get("type", ""), (r.get("learnedFrom") or _NO_SOURCE)
+                                  .get("sourceType", "")) for r in items])
+            except (AttributeError, TypeError):
+                pairs = _route_pairs(items, key)
+        if not all(type(kind) is str and type(source) is str for kind, source in pairs):
+            pairs = _route_pairs(items, key)  # 1 and True count as one key before str()
         for (kind, source), n in pairs.items():
             counts[(version, str(kind), str(source))] += n
     return tuple(RouteCount(v, t, s, n) for (v, t, s), n in sorted(counts.items()))

@@ -285,6 +285,10 @@ class CalicoPolicy:
         return self.do_not_track or self.pre_dnat
 
 
+_SIDES = ("source", "destination")
+_ENTITY_SELECTORS = ("selector", "notSelector", "namespaceSelector")
+
+
 def _calico_rules(
     spec: Mapping[str, Any],
 ) -> tuple[tuple[RuleCount, ...], tuple[tuple[str, str], ...], bool, bool]:
@@ -294,23 +298,48 @@ def _calico_rules(
     for direction in DIRECTIONS:
         rules = _list(spec, direction, path="spec.")
         present[direction] = bool(rules)
-        for i, item in enumerate(rules):
-            where = f"spec.{direction}[{i}]"
-            rule = _object(item, path=where)
+        for i, rule in enumerate(rules):
+            # Paths are built only for an error or a selector found: most rules have neither.
+            if rule is None:
+                rule = {}
+            elif not isinstance(rule, dict):
+                raise ParseError(f"spec.{direction}[{i}] is not an object")
             action = rule.get("action")
             if action not in ACTIONS:
-                raise ParseError(f"{where}.action {action!r} is not one of {ACTIONS}")
+                raise ParseError(
+                    f"spec.{direction}[{i}].action {action!r} is not one of {ACTIONS}"
+                )
             counts[(direction, action)] += 1
-            for side in ("source", "destination"):
-                entity = _object(rule.get(side), path=f"{where}.{side}")
-                for field in ("selector", "notSelector", "namespaceSelector"):
-                    text = _string(entity, field, path=f"{where}.{side}.")
+            for side in _SIDES:
+                entity = rule.get(side)
+                if entity is None:
+                    continue
+                if not isinstance(entity, dict):
+                    raise ParseError(f"spec.{direction}[{i}].{side} is not an object")
+                for field in _ENTITY_SELECTORS:
+                    text = entity.get(field)
+                    if text is None:
+                        continue
+                    if not isinstance(text, str):
+                        raise ParseError(
+                            f"spec.{direction}[{i}].{side}.{field} {text!r} is not a string"
+                        )
                     if text:
-                        selectors.append((f"{where}.{side}.{field}", text))
-                accounts = _object(entity.get("serviceAccounts"), path=f"{where}.{side}")
-                text = _string(accounts, "selector", path=f"{where}.{side}.serviceAccounts.")
+                        selectors.append((f"spec.{direction}[{i}].{side}.{field}", text))
+                accounts = entity.get("serviceAccounts")
+                if accounts is None:
+                    continue
+                if not isinstance(accounts, dict):
+                    raise ParseError(f"spec.{direction}[{i}].{side} is not an object")
+                text = accounts.get("selector")
+                if text is None:
+                    continue
+                if not isinstance(text, str):
+                    raise ParseError(f"spec.{direction}[{i}].{side}.serviceAccounts.selector "
+                                     f"{text!r} is not a string")
                 if text:
-                    selectors.append((f"{where}.{side}.serviceAccounts.selector", text))
+                    selectors.append((f"spec.{direction}[{i}].{side}.serviceAccounts.selector",
+                                      text))
     return _rule_counts(counts), tuple(selectors), present["ingress"], present["egress"]
 
 
