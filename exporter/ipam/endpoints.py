@@ -37,6 +37,10 @@ class WorkloadEndpoints:
 
     def on_pod(self, key: ObjectKey, old: Pod | None, new: Pod | None) -> None:
         """Store subscriber for the pod store."""
+        if (old is not None and new is not None and old.ips == new.ips
+                and old.phase == new.phase and old.node == new.node
+                and old.host_network == new.host_network):
+            return  # nothing is_endpoint reads changed (a pool change calls recompute)
         node = self._counted.pop(key, None)
         if node is not None:
             self._per_node[node] -= 1

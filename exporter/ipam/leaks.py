@@ -91,6 +91,8 @@ class LeakTracker:
 
     def on_pod(self, key: ObjectKey, old: Pod | None, new: Pod | None) -> None:
         """Pod store subscriber: remember deletions, re-check the pod's allocations."""
+        if old is not None and new is not None and old.ips == new.ips:
+            return  # a check reads only the pod's presence and IPs: same result as last time
         now = self._clock()
         if new is None:
             self._gone_since[key] = now
