@@ -17,7 +17,9 @@ them to host endpoints only.
 Every event touches only what it can change:
 
 - a pod event re-evaluates that pod against the policies of its namespace and the global ones
-  (nothing when only fields other than labels and service account changed);
+  (nothing when only fields other than labels and service account changed, or only labels that
+  no selector of those policies reads: the index counts the label names each scope's selectors
+  read);
 - a policy event re-evaluates that policy over the pods of its namespace (all pods for a
   GlobalNetworkPolicy) and only when its effective selector or types changed;
 - a namespace label change re-evaluates that namespace's pods against the policies whose
@@ -90,6 +92,7 @@ class _Policy:
         "errors",
         "ingress",
         "key",
+        "labels",
         "name",
         "namespace_dependent",
         "predicate",
@@ -108,6 +111,8 @@ class _Policy:
         self.selector = ""
         """The effective selector text ("" when invalid)."""
         self.predicate: Predicate | None = None
+        self.labels: frozenset[str] = frozenset()
+        """The label names the effective selector reads."""
         self.namespace_dependent = False
         """The selector reads pcns.* labels: namespace label changes can change the result."""
         self.selected = 0
@@ -162,6 +167,8 @@ class PolicyIndex:
         self._namespaced: dict[str, dict[PolicyKey, _Policy]] = {}
         """namespace -> its Kubernetes and Calico policies."""
         self._global: dict[PolicyKey, _Policy] = {}
+        self._read: dict[str | None, Counter[str]] = {}
+        """namespace (None: global policies) -> label names its policies' selectors read."""
         self._isolation: dict[str, list[int]] = {}
         """namespace -> [pods, ingress isolated, egress isolated]."""
         self._policy_counts: Counter[tuple[PolicyKind, str, str]] = Counter()
@@ -205,7 +212,10 @@ class PolicyIndex:
         if entry is not None:
             previous = entry.pod
             entry.pod = new
-            if previous.labels == new.labels and previous.service_account == new.service_account:
+            if previous.service_account == new.service_account and (
+                previous.labels == new.labels
+                or not self._reads_change(namespace, previous.labels, new.labels)
+            ):
                 return
         else:
             entry = _PodEntry(new)
@@ -214,6 +224,31 @@ class PolicyIndex:
             pods[name] = entry
             self._namespace_stats(namespace)[0] += 1
         self._evaluate_pod(entry)
+
+    def _reads_change(self, namespace: str, old: Mapping[str, str],
+                      new: Mapping[str, str]) -> bool:
+        """Whether a label that differs between ``old`` and ``new`` is read by a selector of a
+        policy of ``namespace`` or of a global policy (only then can the selection change)."""
+        scoped = self._read.get(namespace)
+        everywhere = self._read.get(None)
+        if not scoped and not everywhere:
+            return False
+        changed = [k for k, v in old.items() if new.get(k) != v]
+        changed.extend(k for k in new if k not in old)
+        return any((scoped is not None and k in scoped)
+                   or (everywhere is not None and k in everywhere) for k in changed)
+
+    def _count_reads(self, policy: _Policy, sign: int) -> None:
+        scope = None if policy.key[0] == "global" else policy.key[1]
+        read = self._read.get(scope)
+        if read is None:
+            read = self._read[scope] = Counter()
+        for label in policy.labels:
+            read[label] += sign
+            if read[label] <= 0:
+                del read[label]
+        if not read:
+            del self._read[scope]
 
     def on_k8s_policy(
         self, key: ObjectKey, old: K8sNetworkPolicy | None, new: K8sNetworkPolicy | None
@@ -324,6 +359,7 @@ class PolicyIndex:
         policy = self._policies.get(key)
         if policy is not None:
             self._count_policy(policy, -1)
+            self._count_reads(policy, -1)
         if new is None:
             if policy is not None:
                 self._drop_policy(policy)
@@ -340,7 +376,7 @@ class PolicyIndex:
         else:
             old_ingress, old_egress = policy.ingress, policy.egress
             changed = False
-        selector, predicate, namespace_dependent, errors = self._compile(new)
+        selector, predicate, namespace_dependent, labels, errors = self._compile(new)
         if errors and errors != policy.errors:
             for error in errors:
                 self._telemetry.invalid(
@@ -359,20 +395,23 @@ class PolicyIndex:
         policy.selector = selector
         policy.predicate = predicate
         policy.namespace_dependent = namespace_dependent
+        policy.labels = labels
         policy.ingress = new.ingress
         policy.egress = new.egress
         self._count_policy(policy, +1)
+        self._count_reads(policy, +1)
         if changed:
             self._reselect(policy, old_ingress, old_egress)
 
     def _compile(
         self, new: CalicoPolicy | K8sNetworkPolicy
-    ) -> tuple[str, Predicate | None, bool, tuple[str, ...]]:
-        """(effective selector, predicate, reads pcns.*, errors) of a policy."""
+    ) -> tuple[str, Predicate | None, bool, frozenset[str], tuple[str, ...]]:
+        """(effective selector, predicate, reads pcns.*, labels read, errors) of a policy."""
         errors: list[str] = []
         selector = ""
         predicate: Predicate | None = None
         namespace_dependent = False
+        labels: frozenset[str] = frozenset()
         try:
             text = effective_selector(new, self._cache)
             compiled = self._cache.parse(text)
@@ -388,9 +427,10 @@ class PolicyIndex:
             namespace_dependent = any(
                 label.startswith(NAMESPACE_PREFIX) for label in compiled.labels
             )
+            labels = compiled.labels
         if isinstance(new, CalicoPolicy):
             errors.extend(str(err) for err in rule_selector_errors(new, self._cache))
-        return selector, predicate, namespace_dependent, tuple(errors)
+        return selector, predicate, namespace_dependent, labels, tuple(errors)
 
     def _count_policy(self, policy: _Policy, sign: int) -> None:
         kind, namespace, _ = policy.key

@@ -202,8 +202,9 @@ def test_rewiring_replays_stores() -> None:
 
 _NAMESPACES = ["ns0", "ns1", "ns2"]
 _PODS = ["p0", "p1", "p2", "p3"]
-_LABEL_MAPS = st.dictionaries(st.sampled_from(["app", "tier"]), st.sampled_from(["a", "b"]),
-                              max_size=2)
+_LABEL_MAPS = st.dictionaries(st.sampled_from(["app", "tier", "rev"]), st.sampled_from(["a", "b"]),
+                              max_size=3)
+"""``rev`` is read by no selector: a change of it alone must leave the selection as it is."""
 _SELECTORS = st.sampled_from([
     "", "all()", "app == 'a'", "app != 'a'", "has(tier) && !has(app)", "tier in {'a', 'b'}",
     "pcns.team == 'x'", "projectcalico.org/serviceaccount == 'sa1'", "app == 'a' ||",
