@@ -58,14 +58,26 @@ def parse_bool(value: object, *, field: str) -> bool:
     raise ParseError(f"{field} {value!r} is not a boolean")
 
 
+_NETWORKS: dict[str, IPNetwork] = {}
+"""Parsed CIDRs by text: a block's CIDR never changes, and it is re-sent with every IPAM write."""
+_NETWORKS_MAX = 50_000
+
+
 def parse_cidr(value: object, *, field: str) -> IPNetwork:
     """A CIDR string with no host bits set (Calico always stores canonical networks)."""
     if not isinstance(value, str) or "/" not in value:
         raise ParseError(f"{field} {value!r} is not a CIDR")
+    network = _NETWORKS.get(value)
+    if network is not None:
+        return network
     try:
-        return ipaddress.ip_network(value, strict=True)
+        network = ipaddress.ip_network(value, strict=True)
     except ValueError:
         raise ParseError(f"{field} {value!r} is not a CIDR") from None
+    if len(_NETWORKS) >= _NETWORKS_MAX:
+        _NETWORKS.clear()
+    _NETWORKS[value] = network
+    return network
 
 
 def cidr_to_name(cidr: str) -> str:
@@ -298,11 +310,11 @@ def parse_ipamblock(raw: RawObject) -> IPAMBlock:
     owners = _owners(attributes)
     ordinals: list[int] = []
     block_owners: list[AllocationOwner] = []
-    free = 0
+    free_ordinals: list[int] = []
     known = len(owners)
     for ordinal, index in enumerate(allocations):
         if index is None:
-            free += 1
+            free_ordinals.append(ordinal)
             continue
         if type(index) is not int or not 0 <= index < known:  # bool is not exactly int
             if isinstance(index, bool) or not isinstance(index, int) or index < 0:
@@ -314,6 +326,16 @@ def parse_ipamblock(raw: RawObject) -> IPAMBlock:
                 )
         ordinals.append(ordinal)
         block_owners.append(owners[index])
+    free = len(free_ordinals)
+    try:
+        # unallocated is exactly the free ordinals, each once, all plain ints: checked in C.
+        valid = (len(unallocated) == free and set(map(type, unallocated)) <= {int}
+                 and set(unallocated) == set(free_ordinals))
+    except TypeError:  # an unhashable entry: the loop below names it
+        valid = False
+    if valid:
+        return IPAMBlock(name, cidr, affinity, size, size - free, tuple(ordinals),
+                         tuple(block_owners))
     seen: set[int] = set()
     for ordinal in unallocated:
         if (
