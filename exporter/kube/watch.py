@@ -102,6 +102,7 @@ class Informer(Generic[T]):
         self._page_size = page_size or settings.list_page_size
         self._name = resource.name
         telemetry.declare(self._name, events=EVENTS, reasons=RESTART_REASONS)
+        self._event_keys = {kind: (self._name, kind) for kind in EVENTS}
 
     async def run(self) -> None:
         """List, then watch, forever; only cancellation ends it."""
@@ -186,7 +187,8 @@ class Informer(Generic[T]):
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.inactivity_timeout)
         resp = await self.api.open("GET", self.resource.path(), query=query, timeout=timeout)
         self.telemetry.mark("kubernetes", self._name, True)
-        buf = bytearray()
+        rest = b""  # an event split across chunks: its beginning, until the newline arrives
+        event = self._event
         async with resp:
             while True:
                 try:
@@ -195,19 +197,17 @@ class Informer(Generic[T]):
                 except TimeoutError:
                     raise _Restart("inactivity") from None
                 if not chunk:
-                    if buf.strip():
+                    if rest.strip():
                         raise _Restart("connection")  # stream cut inside an event
                     return rv
-                buf += chunk
-                start = 0
-                while (end := buf.find(b"\n", start)) >= 0:
-                    line = buf[start:end]
-                    start = end + 1
-                    if line.strip():
-                        rv = self._event(line, rv)
-                del buf[:start]
+                # One C-level split per chunk; orjson reads each line where it lies.
+                lines = (rest + chunk if rest else chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    if line:
+                        rv = event(line, rv)
 
-    def _event(self, line: bytearray, rv: str) -> str:
+    def _event(self, line: bytes, rv: str) -> str:
         try:
             event = orjson.loads(line)
             kind = event["type"]
@@ -217,7 +217,7 @@ class Informer(Generic[T]):
         except (orjson.JSONDecodeError, KeyError, TypeError):
             self.telemetry.invalid(self._name, reason="malformed watch event")
             raise _Restart("malformed") from None
-        self.telemetry.watch_events[(self._name, str(kind))] += 1
+        self.telemetry.watch_events[self._event_keys.get(kind) or (self._name, str(kind))] += 1
         if kind == "ERROR":
             code = raw.get("code")
             if code == 410:
