@@ -1,13 +1,16 @@
-"""Suite-wide fixtures: a leaked-task check on every test, and structlog set up for tests."""
+"""Suite-wide fixtures: a leaked-task check on every test, structlog set up for tests, and
+``lab``: nke-lab, the API emulator and the exporter's cluster role, running."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from exporter.logs import configure_logging
+from tests.e2e.lab import Lab, start_lab, stop_lab
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -30,3 +33,13 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
     if leaked:
         await asyncio.gather(*leaked, return_exceptions=True)
         pytest.fail("leaked asyncio tasks: " + ", ".join(sorted(t.get_name() for t in leaked)))
+
+
+@pytest.fixture
+async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
+    """nke-lab with the exporter managing one CalicoNodeStatus per node (period 1 s)."""
+    running = await start_lab(tmp_path)
+    try:
+        yield running
+    finally:
+        await stop_lab(running)

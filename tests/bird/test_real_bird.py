@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -31,10 +30,10 @@ from exporter.config import BirdSettings
 from exporter.metrics.bgp import families
 from exporter.model.bgp import BirdAgent, NodeBGP, PeerCounts, RouteCount
 from exporter.model.telemetry import Telemetry
+from tests.netns import BIRD, netns_unusable
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(180)]
 
-BIRD = "/usr/sbin/bird"
 IPS = ("198.18.0.2", "198.18.0.3", "198.18.0.4")
 BLOCKS = ("198.19.1.0/26", "198.19.2.0/26", "198.19.3.0/26")
 AS = 64512
@@ -45,24 +44,6 @@ SETTLE = 60.0
 
 def _run(*args: str) -> None:
     subprocess.run(args, check=True, capture_output=True, timeout=30)
-
-
-def _netns_usable() -> str | None:
-    """Why this machine cannot run the lab, or None when it can."""
-    if os.geteuid() != 0:
-        return "needs root"
-    if shutil.which("ip") is None:
-        return "needs iproute2 (ip)"
-    if not os.access(BIRD, os.X_OK):
-        return f"needs BIRD 1.6 at {BIRD}"
-    probe = f"cebprobe{secrets.token_hex(3)}"
-    try:
-        _run("ip", "netns", "add", probe)
-    except (subprocess.CalledProcessError, OSError) as exc:
-        return f"ip netns does not work here: {exc}"
-    with contextlib.suppress(subprocess.CalledProcessError, OSError):
-        _run("ip", "netns", "del", probe)
-    return None
 
 
 def bird_config(index: int) -> str:
@@ -199,7 +180,7 @@ class Lab:
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
     """A fresh three-node BIRD mesh, torn down (daemons and namespaces) whatever happens."""
-    reason = _netns_usable()
+    reason = netns_unusable(bird=True)
     if reason is not None:
         pytest.skip(reason)
     mesh = Lab(tmp_path)

@@ -25,7 +25,6 @@ import math
 import os
 import re
 import secrets
-import shutil
 import signal
 import ssl
 import subprocess
@@ -42,6 +41,7 @@ import pytest
 import yaml
 
 from tests.e2e.lab import start_lab, stop_lab
+from tests.netns import BIRD, netns_unusable
 from tests.ops.helpers import DASHBOARDS, RULES_FILE, alert_rules, metric_names, optional_tool
 from tests.ops.prom import Prometheus, free_port, run_prometheus, shorten_for
 
@@ -50,7 +50,6 @@ WORKER0 = "nke-dev01-89e792-worker-0"
 MASTER_IP, WORKER0_IP = "192.168.102.102", "192.168.102.103"
 JOB = "calico-exporter"
 NODE_JOB = "calico-exporter-node"
-BIRD = "/usr/sbin/bird"
 BIRD_IPS = ("198.18.0.2", "198.18.0.3")
 BIRD_BLOCKS = ("198.19.1.0/26", "198.19.2.0/26")
 NODE_MODE_NODE = "netns-node-a"
@@ -169,23 +168,6 @@ async def _last_evaluation(prom: Prometheus) -> str:
 # The whole stack for the dashboard tests
 
 
-def _netns_unusable() -> str | None:
-    """Why this machine cannot run the BIRD pair, or None when it can."""
-    if os.geteuid() != 0:
-        return "needs root"
-    if shutil.which("ip") is None:
-        return "needs iproute2 (ip)"
-    if not os.access(BIRD, os.X_OK):
-        return f"needs BIRD 1.6 at {BIRD}"
-    probe = f"cebp{secrets.token_hex(3)}"
-    try:
-        subprocess.run(["ip", "netns", "add", probe], check=True, capture_output=True, timeout=30)
-    except (subprocess.CalledProcessError, OSError) as exc:
-        return f"ip netns does not work here: {exc}"
-    subprocess.run(["ip", "netns", "del", probe], check=False, capture_output=True, timeout=30)
-    return None
-
-
 def _bird_config(index: int) -> str:
     """bird.cfg of node ``index`` as confd writes it for a full mesh, reduced to what BGP state
     depends on (no kernel protocol: nothing is written to any routing table)."""
@@ -292,7 +274,7 @@ class Stack:
 
     def start_node_mode(self) -> None:
         """Two BIRDs meshed over a veth pair in two namespaces; node mode reads the first."""
-        self.node_mode = _netns_unusable()
+        self.node_mode = netns_unusable(bird=True)
         if self.node_mode is not None:
             return
         token = secrets.token_hex(3)

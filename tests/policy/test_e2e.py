@@ -2,22 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from tests.e2e.lab import Lab, Samples, start_lab, stop_lab, value
-
-
-@pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    """nke-lab with the exporter's cluster role running against the emulator."""
-    running = await start_lab(tmp_path)
-    try:
-        yield running
-    finally:
-        await stop_lab(running)
+from tests.e2e.lab import Lab, Samples, value
 
 
 def _selected(samples: Samples, kind: str, namespace: str, policy: str) -> float | None:
