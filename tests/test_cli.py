@@ -158,3 +158,22 @@ class TestProbeConfigCheck:
         path = Path(__file__).parents[1] / "deploy" / "probes.yaml"
         result = cli("check-config", "--probe-config", str(path))
         assert result.returncode == 0, result.stderr
+
+
+class TestKubeconfig:
+    def test_missing_kubeconfig(self) -> None:
+        """A kubeconfig that does not exist is one exact message and exit 2, no traceback."""
+        result = cli("cluster", "--listen", "127.0.0.1:0", "--kubeconfig", "/nonexistent/kc")
+        assert result.returncode == 2
+        assert result.stderr == (
+            "calico-exporter: error: invalid value for --kubeconfig "
+            "(CALICO_EXPORTER_KUBECONFIG): no kubeconfig file at /nonexistent/kc\n")
+
+    def test_broken_kubeconfig(self, tmp_path: Path) -> None:
+        """A kubeconfig that does not parse as one is named in the error, exit 2."""
+        path = tmp_path / "kubeconfig"
+        path.write_text("apiVersion: v1\n")
+        result = cli("cluster", "--listen", "127.0.0.1:0", "--kubeconfig", str(path))
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"calico-exporter: error: invalid kubeconfig {path}: ")
+        assert "Traceback" not in result.stderr

@@ -19,7 +19,7 @@ import orjson
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
-from exporter.config import KubeSettings
+from exporter.config import ConfigError, KubeSettings
 from exporter.kube.resources import Resource
 from exporter.model import RawObject
 
@@ -159,13 +159,22 @@ async def connect(settings: KubeSettings, *, environ: Mapping[str, str] | None =
             cert_filename=str(service_account / "ca.crt"),
             environ=dict(env),
         )
-        loader.load_and_set(cfg)
+        try:
+            loader.load_and_set(cfg)
+        except k8s_config.ConfigException as exc:
+            raise ConfigError(f"cannot use the in-cluster service account: {exc}") from None
     else:
         path = (settings.kubeconfig or env.get("KUBECONFIG", "").split(":")[0]
                 or str(Path.home() / ".kube" / "config"))
-        await k8s_config.load_kube_config(
-            config_file=path, context=settings.context or None, client_configuration=cfg
-        )
+        if not Path(path).is_file():
+            raise ConfigError(f"invalid value for --kubeconfig (CALICO_EXPORTER_KUBECONFIG): "
+                              f"no kubeconfig file at {path}")
+        try:
+            await k8s_config.load_kube_config(
+                config_file=path, context=settings.context or None, client_configuration=cfg
+            )
+        except (k8s_config.ConfigException, ValueError, OSError) as exc:
+            raise ConfigError(f"invalid kubeconfig {path}: {exc}") from None
     async with k8s_client.ApiClient(cfg) as api_client:
         api_client.user_agent = "calico-exporter"
         yield KubeApi(api_client, timeout=settings.api_timeout)
