@@ -166,7 +166,7 @@ async def connect(settings: KubeSettings, *, environ: Mapping[str, str] | None =
     else:
         path = (settings.kubeconfig or env.get("KUBECONFIG", "").split(":")[0]
                 or str(Path.home() / ".kube" / "config"))
-        if not Path(path).is_file():
+        if not Path(path).is_file():  # noqa: ASYNC240  (once, at start-up)
             raise ConfigError(f"invalid value for --kubeconfig (CALICO_EXPORTER_KUBECONFIG): "
                               f"no kubeconfig file at {path}")
         try:
