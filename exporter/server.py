@@ -23,6 +23,8 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 
+from exporter.config import ConfigError
+
 Render = Callable[[CollectorRegistry, bool, str], bytes]
 """``render(registry, openmetrics, version)``: the exposition of ``registry`` in that format."""
 
@@ -103,7 +105,12 @@ async def serve(app: web.Application, *, listen: str) -> AsyncIterator[int]:
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"invalid value for --listen (CALICO_EXPORTER_LISTEN): cannot listen "
+                          f"on {listen}: {exc.strerror or exc}") from None
     bound = port
     for address in runner.addresses:  # the real port when port 0 was asked for
         bound = int(address[1])

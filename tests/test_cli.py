@@ -177,3 +177,20 @@ class TestKubeconfig:
         assert result.returncode == 2
         assert result.stderr.startswith(f"calico-exporter: error: invalid kubeconfig {path}: ")
         assert "Traceback" not in result.stderr
+
+
+class TestListen:
+    def test_address_in_use(self) -> None:
+        """A listen address already taken is one exact message and exit 2."""
+        import socket
+
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = cli("node", "--node-name", "n1", "--listen", f"127.0.0.1:{port}",
+                         "--bird-socket", "/nonexistent/bird.ctl")
+        assert result.returncode == 2
+        assert result.stderr.startswith(
+            "calico-exporter: error: invalid value for --listen (CALICO_EXPORTER_LISTEN): "
+            f"cannot listen on 127.0.0.1:{port}: ")
