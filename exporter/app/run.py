@@ -126,7 +126,12 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
     host, port = split_host_port(settings.demo.apiserver_listen)
     # TLS because kubectl sends its bearer token only over TLS.
     apiserver = ApiServer(token="demo-token", tls=True)  # noqa: S106  (the emulator's own token)
-    await apiserver.start(host, port)
+    try:
+        await apiserver.start(host, port)
+    except OSError as exc:
+        raise ConfigError(
+            "invalid value for --apiserver-listen (CALICO_EXPORTER_APISERVER_LISTEN): cannot "
+            f"listen on {settings.demo.apiserver_listen}: {exc.strerror or exc}") from None
     cluster = SimCluster(apiserver, scenario)
     try:
         with tempfile.TemporaryDirectory(prefix="calico-exporter-demo-") as tmp:
