@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from exporter.model import ParseError, RawObject
 
@@ -100,9 +100,14 @@ def parse_namespace(raw: RawObject) -> Namespace:
     return Namespace(name=meta["name"], labels=parse_labels(meta))
 
 
-@dataclass(frozen=True, slots=True)
-class Pod:
-    """The fields of a pod that IPAM and policy need, nothing more."""
+class Pod(NamedTuple):
+    """The fields of a pod that IPAM and policy need, nothing more.
+
+    An immutable named tuple rather than a frozen dataclass: the watch builds one per pod event
+    (tens of thousands per second in a burst) and compares it with the stored one, and a tuple is
+    built and compared in C (a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``).
+    """
 
     namespace: str
     name: str
@@ -120,11 +125,13 @@ class Pod:
 
 
 def parse_pod(raw: RawObject) -> Pod:
+    # The hottest parser (every pod event): exact type checks first, isinstance only when they
+    # fail, and one lookup per field.
     meta = raw.get("metadata")
-    if not isinstance(meta, dict):
+    if type(meta) is not dict and not isinstance(meta, dict):
         raise ParseError("metadata.name missing")
     name = meta.get("name")
-    if not isinstance(name, str):
+    if type(name) is not str and not isinstance(name, str):
         raise ParseError("metadata.name missing")
     spec = raw.get("spec") or {}
     status = raw.get("status") or {}
@@ -133,21 +140,30 @@ def parse_pod(raw: RawObject) -> Pod:
     ips: tuple[str, ...]
     pod_ips = status.get("podIPs")
     if isinstance(pod_ips, list) and pod_ips:
-        ips = tuple(str(p.get("ip", "")) for p in pod_ips if isinstance(p, dict) and p.get("ip"))
+        first = pod_ips[0]
+        if (len(pod_ips) == 1 and type(first) is dict and type(ip := first.get("ip")) is str
+                and ip):
+            ips = (ip,)  # the common single-stack pod
+        else:
+            ips = tuple(str(p.get("ip", "")) for p in pod_ips
+                        if isinstance(p, dict) and p.get("ip"))
     else:
         pod_ip = status.get("podIP")
         ips = (pod_ip,) if isinstance(pod_ip, str) and pod_ip else ()
     uid = meta.get("uid", "")
     account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    namespace = meta.get("namespace") or ""
+    node = spec.get("nodeName") or ""
+    phase = status.get("phase") or ""
     return Pod(
-        namespace=_intern(str(meta.get("namespace") or "")),
-        name=name,
-        uid=uid if type(uid) is str else str(uid),
-        node=_intern(str(spec.get("nodeName") or "")),
-        phase=_intern(str(status.get("phase") or "")),
-        host_network=bool(spec.get("hostNetwork", False)),
-        ips=ips,
-        labels=parse_labels(meta),
-        service_account=_intern(account if type(account) is str else str(account)),
-        deleting=meta.get("deletionTimestamp") is not None,
+        _intern(namespace if type(namespace) is str else str(namespace)),
+        name,
+        uid if type(uid) is str else str(uid),
+        _intern(node if type(node) is str else str(node)),
+        _intern(phase if type(phase) is str else str(phase)),
+        bool(spec.get("hostNetwork", False)),
+        ips,
+        parse_labels(meta),
+        _intern(account if type(account) is str else str(account)),
+        meta.get("deletionTimestamp") is not None,
     )
