@@ -187,7 +187,7 @@ class Informer(Generic[T]):
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.inactivity_timeout)
         resp = await self.api.open("GET", self.resource.path(), query=query, timeout=timeout)
         self.telemetry.mark("kubernetes", self._name, True)
-        rest = b""  # an event split across chunks: its beginning, until the newline arrives
+        parts: list[bytes] = []  # an event split across chunks: its pieces, until its newline
         event = self._event
         async with resp:
             while True:
@@ -197,17 +197,37 @@ class Informer(Generic[T]):
                 except TimeoutError:
                     raise _Restart("inactivity") from None
                 if not chunk:
-                    if rest.strip():
+                    if b"".join(parts).strip():
                         raise _Restart("connection")  # stream cut inside an event
                     return rv
-                # One C-level split per chunk; orjson reads each line where it lies.
-                lines = (rest + chunk if rest else chunk).split(b"\n")
-                rest = lines.pop()
-                for line in lines:
+                # No copies: orjson reads each complete line in place through a memoryview, and
+                # only an event split across chunks is joined (once, when its newline arrives).
+                # Copying every chunk and line cost 10% of the time of a 150 kB event.
+                find = chunk.find
+                end = find(b"\n")
+                if end < 0:
+                    parts.append(chunk)
+                    continue
+                start = 0
+                if parts:
+                    parts.append(chunk[:end])
+                    line = b"".join(parts)
+                    parts.clear()
                     if line:
                         rv = event(line, rv)
+                    start = end + 1
+                    end = find(b"\n", start)
+                if end >= 0:
+                    view = memoryview(chunk)
+                    while end >= 0:
+                        if end > start:
+                            rv = event(view[start:end], rv)
+                        start = end + 1
+                        end = find(b"\n", start)
+                if start < len(chunk):
+                    parts.append(chunk[start:])
 
-    def _event(self, line: bytes, rv: str) -> str:
+    def _event(self, line: bytes | memoryview, rv: str) -> str:
         try:
             event = orjson.loads(line)
             kind = event["type"]
