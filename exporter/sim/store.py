@@ -450,15 +450,23 @@ class Store:
                 return self.create(rt, ns, obj, dry_run=dry_run,
                                    field_validation=field_validation)
             raise errors.not_found(rt, name)
-        want_rv = meta.get("resourceVersion")
         if require_rv is None:
             require_rv = not rt.unconditional_update
-        if not want_rv:
-            if require_rv:
-                raise errors.invalid(rt, name, [{
-                    "reason": "FieldValueInvalid", "field": "metadata.resourceVersion",
-                    "message": "Invalid value: 0x0: must be specified for an update"}])
-        elif str(want_rv) != old.obj["metadata"]["resourceVersion"]:
+        if require_rv and not meta.get("resourceVersion"):
+            raise errors.invalid(rt, name, [{
+                "reason": "FieldValueInvalid", "field": "metadata.resourceVersion",
+                "message": "Invalid value: 0x0: must be specified for an update"}])
+        self._check_preconditions(rt, name, old, meta)
+        return self._apply_update(rt, bucket, (ns, name), old, obj, subresource=subresource,
+                                  dry_run=dry_run, field_validation=field_validation,
+                                  raw_write=raw_write)
+
+    @staticmethod
+    def _check_preconditions(rt: ResourceType, name: str, old: Entry,
+                             meta: dict[str, Any]) -> None:
+        """A resourceVersion or uid in the written metadata must match the stored object."""
+        want_rv = meta.get("resourceVersion")
+        if want_rv and str(want_rv) != old.obj["metadata"]["resourceVersion"]:
             raise errors.conflict(rt, name, errors.MODIFIED)
         if meta.get("uid") and meta["uid"] != old.uid:
             raise errors.conflict(
@@ -466,9 +474,6 @@ class Store:
                 f"Precondition failed: UID in precondition: {meta['uid']}, UID in object meta: "
                 f"{old.uid}",
             )
-        return self._apply_update(rt, bucket, (ns, name), old, obj, subresource=subresource,
-                                  dry_run=dry_run, field_validation=field_validation,
-                                  raw_write=raw_write)
 
     def patch(self, rt: ResourceType, ns: str, name: str, content_type: str, patch: Any, *,
               subresource: str | None = None, dry_run: bool = False,
@@ -511,15 +516,7 @@ class Store:
                     "reason": "FieldValueInvalid", "field": f"metadata.{field}",
                     "message": f"Invalid value: {orjson.dumps(meta.get(field)).decode()}: "
                                "field is immutable"}])
-        want_rv = meta.get("resourceVersion")
-        if want_rv and str(want_rv) != old.obj["metadata"]["resourceVersion"]:
-            raise errors.conflict(rt, name, errors.MODIFIED)
-        if meta.get("uid") and meta["uid"] != old.uid:
-            raise errors.conflict(
-                rt, name,
-                f"Precondition failed: UID in precondition: {meta.get('uid')}, UID in object "
-                f"meta: {old.uid}",
-            )
+        self._check_preconditions(rt, name, old, meta)
         return self._apply_update(rt, bucket, (ns, name), old, obj, subresource=subresource,
                                   dry_run=dry_run, field_validation=field_validation,
                                   raw_write=raw_write)
