@@ -17,6 +17,7 @@ MODULES = {
     "policy": "Network policy selection and isolation",
     "probes": "Synthetic probes",
     "self": "The exporter itself",
+    "http": "The HTTP endpoint (connections and scraper authorization)",
 }
 DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 
