@@ -107,11 +107,14 @@ async def test_no_token_401_forbidden_403_allowed_200_and_cache_hits(
                               "system:authenticated"]
 
 
-async def test_review_failure_is_500_and_not_cached(tmp_path: Path) -> None:
-    """When the exporter may not create reviews (its RBAC lacks the component), each scrape is a
-    500 and each one asks again: failures are never cached."""
-    srv = ApiServer(token=EXPORTER_TOKEN, rbac_rules=[{"apiGroups": [""], "resources": ["pods"],
-                                                      "verbs": ["list"]}])
+@pytest.mark.parametrize("missing", ["tokenreviews", "subjectaccessreviews"])
+async def test_each_review_rule_is_needed_and_failures_are_not_cached(
+        tmp_path: Path, missing: str) -> None:
+    """Without either rule of the component's ClusterRole, every scrape is a 500 and asks
+    again (failures are never cached): both rules are needed."""
+    rules = [r for r in EXPORTER_RULES if missing not in r["resources"]]
+    assert len(rules) == len(EXPORTER_RULES) - 1
+    srv = ApiServer(token=EXPORTER_TOKEN, rbac_rules=rules)
     srv.add_user(PROMETHEUS_TOKEN, PROMETHEUS, rules=READER_RULES)
     await srv.start()
     try:
@@ -121,11 +124,12 @@ async def test_review_failure_is_500_and_not_cached(tmp_path: Path) -> None:
         stats = HttpStats()
         async with scraper_authorizer(settings, stats) as authorizer, endpoint(
                 settings.access, authorizer=authorizer, stats=stats) as ep:
+            message = ("Authentication failed\n" if missing == "tokenreviews"
+                       else f"Authorization for user {PROMETHEUS} failed\n")
             for _ in range(2):
-                assert await get(f"{ep.url}/metrics", PROMETHEUS_TOKEN) == (
-                    500, "Authentication failed\n")
-            assert reviews_sent(srv) == ["tokenreviews", "tokenreviews"]
-            assert [r.status for r in srv.requests if r.path.endswith("reviews")] == [403, 403]
+                assert await get(f"{ep.url}/metrics", PROMETHEUS_TOKEN) == (500, message)
+            assert [(r.path.rsplit("/", 1)[1], r.status) for r in srv.requests
+                    if r.path.endswith(missing)] == [(missing, 403)] * 2
             assert stats.denied["review_error"] == 2
     finally:
         await srv.stop()

@@ -324,23 +324,23 @@ def test_peer_port_only_where_an_ip_is_shared() -> None:
     unsuffixed one as 179); a lone _port_ session and ordinary peers keep the usual labels,
     and a session listed twice (CalicoNodeStatus) is one series."""
     node = NodeBGP("node-1", peers=(
-        BGPPeer(4, "10.192.0.1", "GlobalPeer", "Established", port=150),
-        BGPPeer(4, "10.192.0.1", "GlobalPeer", "Idle"),
-        BGPPeer(4, "10.192.0.3", "GlobalPeer", "Established", port=150),
+        BGPPeer(4, "198.18.1.1", "GlobalPeer", "Established", port=150),
+        BGPPeer(4, "198.18.1.1", "GlobalPeer", "Idle"),
+        BGPPeer(4, "198.18.1.3", "GlobalPeer", "Established", port=150),
         BGPPeer(6, "fd00::1", "GlobalPeer", "Established", port=150),
-        BGPPeer(4, "10.192.0.5", "NodeMesh", "Established"),
-        BGPPeer(4, "10.192.0.5", "NodeMesh", "Established"),
+        BGPPeer(4, "198.18.1.5", "NodeMesh", "Established"),
+        BGPPeer(4, "198.18.1.5", "NodeMesh", "Established"),
     ))
     (up,) = [f for f in families([node]) if f.name == "calico_bgp_peer_up"]
     assert [(s.labels, s.value) for s in up.samples] == [
-        ({"node": "node-1", "ip_version": "4", "peer_ip": "10.192.0.1",
+        ({"node": "node-1", "ip_version": "4", "peer_ip": "198.18.1.1",
           "peer_type": "GlobalPeer", "peer_port": "150"}, 1.0),
-        ({"node": "node-1", "ip_version": "4", "peer_ip": "10.192.0.1",
+        ({"node": "node-1", "ip_version": "4", "peer_ip": "198.18.1.1",
           "peer_type": "GlobalPeer", "peer_port": "179"}, 0.0),
-        ({"node": "node-1", "ip_version": "4", "peer_ip": "10.192.0.3",
+        ({"node": "node-1", "ip_version": "4", "peer_ip": "198.18.1.3",
           "peer_type": "GlobalPeer"}, 1.0),
         ({"node": "node-1", "ip_version": "6", "peer_ip": "fd00::1",
           "peer_type": "GlobalPeer"}, 1.0),
-        ({"node": "node-1", "ip_version": "4", "peer_ip": "10.192.0.5",
+        ({"node": "node-1", "ip_version": "4", "peer_ip": "198.18.1.5",
           "peer_type": "NodeMesh"}, 1.0),
     ]
