@@ -93,8 +93,9 @@ async def test_surplus_connections_are_refused_at_once() -> None:
     async with endpoint(access) as ep:
         idle = await _open(ep.port, 20)
         try:
-            await asyncio.sleep(0.1)  # let the server accept all 20
-            assert ep.stats.open["metrics"] == 20
+            async with asyncio.timeout(SETTLE):  # the server has accepted all 20
+                while ep.stats.open["metrics"] < 20:
+                    await asyncio.sleep(0.01)
             for _ in range(5):
                 reader, writer = await asyncio.open_connection("127.0.0.1", ep.port)
                 writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -105,10 +106,9 @@ async def test_surplus_connections_are_refused_at_once() -> None:
             assert ep.stats.closed[("metrics", "over_limit")] == 5
         finally:
             await _close_all(idle)
-        for _ in range(100):
-            if ep.stats.open["metrics"] == 0:
-                break
-            await asyncio.sleep(0.05)
+        async with asyncio.timeout(SETTLE):  # the server has seen the 20 close
+            while ep.stats.open["metrics"] > 0:
+                await asyncio.sleep(0.01)
         status, _ = await _get(f"{ep.url}/metrics")
         assert status == 200
 
