@@ -14,10 +14,15 @@ authenticator and authorizer):
   groups and extra: ``status.allowed`` lets the request through, anything else is 403;
 * a review that fails (API error, timeout, malformed answer) is a 500 and is not cached.
 
+The verb is the lower-cased HTTP method, as controller-runtime and the API server's own
+request-info resolver give non-resource requests (kube-rbac-proxy maps GET to ``get`` too).
+
 Caches (the same defaults as controller-runtime's filter): a TokenReview outcome, authenticated
-or not, for ``token_ttl`` (1 min) keyed by a SHA-256 of the token (the token itself is not
-kept); an allowed SubjectAccessReview for ``allow_ttl`` (5 min), a denied one for ``deny_ttl``
-(30 s), keyed by user and attributes. Concurrent requests with the same key share one review.
+or not, for ``token_ttl`` (1 min; ``k8s.io/apiserver``'s delegating authenticator caches both
+outcomes for its CacheTTL, never errors) keyed by a SHA-256 of the token (the token itself is
+not kept); an allowed SubjectAccessReview for ``allow_ttl`` (5 min), a denied one for
+``deny_ttl`` (30 s), keyed by user and attributes (kube-rbac-proxy's ``buildAuthz`` uses the
+same 5 min / 30 s). Concurrent requests with the same key share one review.
 Each cache holds at most ``MAX_ENTRIES`` entries; expired ones go first, then the oldest.
 """
 
