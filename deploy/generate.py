@@ -57,7 +57,8 @@ def alert(name: str, expr: str, *, for_: str, severity: str, summary: str,
 BGP = [
     alert(
         "CalicoBGPPeerDown",
-        "min by (cluster, node, ip_version, peer_ip, peer_type) (calico_bgp_peer_up) == 0",
+        "min by (cluster, node, ip_version, peer_ip, peer_type, peer_port) (calico_bgp_peer_up) "
+        "== 0",
         for_="5m", severity="warning",
         summary="BGP peer {{ $labels.peer_ip }} of node {{ $labels.node }} is down.",
         description="The IPv{{ $labels.ip_version }} BGP session from node {{ $labels.node }} to "

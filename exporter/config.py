@@ -44,6 +44,41 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessSettings:
+    """Who may connect to the HTTP endpoint, for how long, over what, and who may scrape it."""
+
+    header_read_timeout: float = 10.0
+    """Close a connection whose first request (TLS handshake included) has not fully sent its
+    headers this long after it was accepted, so idle and half-sent connections cannot pile up."""
+    keepalive_timeout: float = 75.0
+    """Close a kept-alive connection that has been idle (or is half-way through sending its next
+    request) this long after the previous response."""
+    max_connections: int = 128
+    """Most connections served at once on --listen; one more is closed at once (plain HTTP gets a
+    503 first). The health listener has its own limit of 32."""
+    health_listen: str = ""
+    """Also serve /healthz and /readyz, plain HTTP and without authorization, on this host:port,
+    so scrapers cannot starve the liveness probe; empty: only on --listen."""
+    tls_cert_file: str = ""
+    """PEM certificate (chain) for HTTPS on --listen; empty serves plain HTTP. Reloaded, with the
+    key and client CA, when the files change (a mounted Secret rotating)."""
+    tls_key_file: str = ""
+    """PEM private key of --tls-cert-file."""
+    tls_client_ca_file: str = ""
+    """PEM CA bundle: when set, clients must present a certificate it signed (mutual TLS)."""
+    authorize_scrapers: bool = False
+    """Require a bearer token on every path but /healthz and /readyz: checked with a
+    TokenReview, then a SubjectAccessReview for verb get on the non-resource URL (/metrics), as
+    kube-rbac-proxy does. Needs create on tokenreviews and subjectaccessreviews."""
+    token_review_cache_ttl: float = 60.0
+    """How long a TokenReview result (authenticated or not) is reused for the same token."""
+    access_review_allow_ttl: float = 300.0
+    """How long an allowed SubjectAccessReview is reused for the same user and path."""
+    access_review_deny_ttl: float = 30.0
+    """How long a denied SubjectAccessReview is reused for the same user and path."""
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     """Structured logging."""
 
@@ -155,6 +190,7 @@ class Settings:
     """All settings of one process; roles read the groups they need."""
 
     server: ServerSettings = field(default_factory=ServerSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
     log: LogSettings = field(default_factory=LogSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
@@ -294,6 +330,7 @@ def _validate(settings: Settings) -> None:
             "invalid value for --log-format (CALICO_EXPORTER_LOG_FORMAT): "
             f"{settings.log.log_format!r} is not one of auto, json, console"
         )
+    _validate_access(settings.access, by_name)
     ns = settings.node_status
     bad = [c for c in ns.node_status_classes if c not in {"Agent", "BGP", "Routes"}]
     if bad or not ns.node_status_classes:
@@ -311,6 +348,22 @@ def _validate(settings: Settings) -> None:
         value = getattr(group, opt.name)
         if opt.type in (int, float) and value < 0:
             raise ConfigError(f"invalid value for {opt.flag} ({opt.env}): must not be negative")
+
+
+def _validate_access(access: AccessSettings, by_name: Mapping[str, Option]) -> None:
+    if access.health_listen:
+        _check_host_port(by_name["health_listen"], access.health_listen)
+    for name in ("header_read_timeout", "keepalive_timeout", "max_connections"):
+        if not getattr(access, name) > 0:
+            opt = by_name[name]
+            raise ConfigError(f"invalid value for {opt.flag} ({opt.env}): must be positive")
+    if bool(access.tls_cert_file) != bool(access.tls_key_file):
+        raise ConfigError("invalid value for --tls-cert-file (CALICO_EXPORTER_TLS_CERT_FILE): "
+                          "--tls-cert-file and --tls-key-file go together")
+    if access.tls_client_ca_file and not access.tls_cert_file:
+        raise ConfigError("invalid value for --tls-client-ca-file "
+                          "(CALICO_EXPORTER_TLS_CLIENT_CA_FILE): mutual TLS needs "
+                          "--tls-cert-file and --tls-key-file")
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,6 +429,7 @@ def describe(settings: Settings) -> dict[str, Any]:
 
 
 __all__ = [
+    "AccessSettings",
     "ConfigError",
     "Option",
     "Settings",

@@ -8,12 +8,20 @@ it (the same bytes, faster); any other negotiated format, and ``name[]`` filteri
 prometheus-client itself. Collectors run synchronously on the event loop and only read memory.
 ``/readyz`` answers 200 once every data source of the role has loaded once (for the cluster role:
 every watched resource has been listed), 503 before.
+
+Access (``exporter.access``, settings ``AccessSettings``): every connection goes through a guard
+with a connection limit and a header read timeout (aiohttp's keep-alive timeout bounds the rest);
+HTTPS with a reloading certificate and optional client CA; optional scraper authorization
+(TokenReview + SubjectAccessReview) on every path but ``/healthz`` and ``/readyz``; and an
+optional separate health listener serving only those two, plain HTTP, so a flood of scrapers
+or idle connections cannot fail the liveness probe.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
 import structlog
@@ -23,7 +31,11 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 
-from exporter.config import ConfigError
+from exporter.access.limits import GuardedSite, Listener
+from exporter.access.review import UNPROTECTED, ScraperAuthorizer
+from exporter.access.tls import TlsFiles
+from exporter.config import AccessSettings, ConfigError
+from exporter.model.http import HttpStats
 
 Render = Callable[[CollectorRegistry, bool, str], bytes]
 """``render(registry, openmetrics, version)``: the exposition of ``registry`` in that format."""
@@ -35,10 +47,31 @@ INDEX = """<html><head><title>calico-exporter</title></head><body>
 &middot; <a href="/readyz">/readyz</a></p></body></html>"""
 
 
+HEALTH_MAX_CONNECTIONS = 32
+"""Connection limit of the separate health listener (the kubelet opens one per probe)."""
+
+
 def make_app(registry: CollectorRegistry, *, ready: Callable[[], bool],
-             render: Render | None = None) -> web.Application:
+             render: Render | None = None,
+             authorizer: ScraperAuthorizer | None = None) -> web.Application:
     """The aiohttp application serving one registry; ``ready()`` decides /readyz; ``render``
-    renders /metrics in the common formats (prometheus-client's handler without it)."""
+    renders /metrics in the common formats (prometheus-client's handler without it);
+    ``authorizer`` guards every path but /healthz and /readyz."""
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text=INDEX, content_type="text/html")
+
+    app = make_health_app(ready, middlewares=[] if authorizer is None
+                          else [authorization_middleware(authorizer)])
+    app.router.add_get("/metrics", metrics_handler(registry, render))
+    app.router.add_get("/", index)
+    return app
+
+
+def make_health_app(ready: Callable[[], bool], *,
+                    middlewares: list[Callable[..., Awaitable[web.StreamResponse]]] | None = None,
+                    ) -> web.Application:
+    """An application serving /healthz (always 200 while the loop runs) and /readyz."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -48,15 +81,29 @@ def make_app(registry: CollectorRegistry, *, ready: Callable[[], bool],
             return web.Response(text="ok\n")
         return web.Response(status=503, text="not ready: initial sync in progress\n")
 
-    async def index(_: web.Request) -> web.Response:
-        return web.Response(text=INDEX, content_type="text/html")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics_handler(registry, render))
+    app = web.Application(middlewares=middlewares or [])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/", index)
     return app
+
+
+def authorization_middleware(authorizer: ScraperAuthorizer
+                             ) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Refuses, before routing, every request the authorizer does not let through."""
+
+    @web.middleware
+    async def authorize(request: web.Request,
+                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                        ) -> web.StreamResponse:
+        if request.path not in UNPROTECTED:
+            denial = await authorizer.check(request.headers.get(hdrs.AUTHORIZATION),
+                                            method=request.method, path=request.path)
+            if denial is not None:
+                headers = {"WWW-Authenticate": "Bearer"} if denial.status == 401 else None
+                return web.Response(status=denial.status, text=denial.message, headers=headers)
+        return await handler(request)
+
+    return authorize
 
 
 def metrics_handler(registry: CollectorRegistry, render: Render | None
@@ -98,25 +145,75 @@ def split_host_port(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def load_tls(access: AccessSettings) -> TlsFiles | None:
+    """The reloading TLS context of the settings, or None for plain HTTP; ConfigError when the
+    files do not make one."""
+    if not access.tls_cert_file:
+        return None
+    files = [f for f in (access.tls_cert_file, access.tls_key_file, access.tls_client_ca_file)
+             if f]
+    try:
+        return TlsFiles(access.tls_cert_file, access.tls_key_file, access.tls_client_ca_file)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ConfigError(
+            "invalid value for --tls-cert-file (CALICO_EXPORTER_TLS_CERT_FILE): cannot use "
+            f"{', '.join(files)}: {reason}") from None
+
+
 @asynccontextmanager
-async def serve(app: web.Application, *, listen: str) -> AsyncIterator[int]:
-    """Serve ``app`` on ``listen`` (host:port, port 0 picks one) and yield the bound port."""
+async def serve(app: web.Application, *, listen: str, listener: Listener | None = None,
+                keepalive_timeout: float = 75.0, option: str = "--listen"
+                ) -> AsyncIterator[int]:
+    """Serve ``app`` on ``listen`` (host:port, port 0 picks one) and yield the bound port.
+
+    Connections go through ``listener``'s guard (limit, header timeout, TLS); without one, a
+    plain-HTTP listener with the AccessSettings defaults. ``option`` names the setting in the
+    message when the address cannot be bound."""
     host, port = split_host_port(listen)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0, access_log=None)
+    if listener is None:
+        defaults = AccessSettings()
+        listener = Listener("metrics", HttpStats(), defaults.header_read_timeout,
+                            defaults.max_connections)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0, access_log=None,
+                           keepalive_timeout=keepalive_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = GuardedSite(runner, host, port, listener=listener)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise ConfigError(f"invalid value for --listen (CALICO_EXPORTER_LISTEN): cannot listen "
+        env = "CALICO_EXPORTER_" + option.removeprefix("--").replace("-", "_").upper()
+        raise ConfigError(f"invalid value for {option} ({env}): cannot listen "
                           f"on {listen}: {exc.strerror or exc}") from None
     bound = port
     for address in runner.addresses:  # the real port when port 0 was asked for
         bound = int(address[1])
         break
-    log.info("serving", address=f"{host}:{bound}")
+    log.info("serving", address=f"{host}:{bound}", listener=listener.name,
+             tls=listener.tls is not None)
     try:
         yield bound
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serve_endpoints(app: web.Application, *, ready: Callable[[], bool], listen: str,
+                          access: AccessSettings, stats: HttpStats) -> AsyncIterator[int]:
+    """Serve ``app`` on ``listen`` with the access settings (TLS, limits, timeouts) and, when
+    ``access.health_listen`` is set, /healthz and /readyz on that address too; yields the bound
+    port of ``listen``."""
+    tls = load_tls(access)
+    metrics = Listener("metrics", stats, access.header_read_timeout, access.max_connections,
+                       tls=None if tls is None else tls.context)
+    async with AsyncExitStack() as stack:
+        port = await stack.enter_async_context(serve(
+            app, listen=listen, listener=metrics, keepalive_timeout=access.keepalive_timeout))
+        if access.health_listen:
+            health = Listener("health", stats, access.header_read_timeout,
+                              HEALTH_MAX_CONNECTIONS)
+            await stack.enter_async_context(serve(
+                make_health_app(ready), listen=access.health_listen, listener=health,
+                keepalive_timeout=access.keepalive_timeout, option="--health-listen"))
+        yield port

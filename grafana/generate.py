@@ -260,20 +260,22 @@ def bgp() -> dict[str, Any]:
         timeseries("Not-established peers per node",
                    target(f"sum by (node, ip_version) ({not_est})", "{{node}} IPv{{ip_version}}"),
                    steps=thresholds((None, "green"), (1, "red"))),
-        state_timeline("Peer sessions", f"min by (node, ip_version, peer_ip, peer_type) "
-                       f"(calico_bgp_peer_up{sel(**n)})",
-                       "{{node}} → {{peer_ip}} ({{peer_type}})", ok="Established", bad="down",
+        state_timeline("Peer sessions", "min by (node, ip_version, peer_ip, peer_type, "
+                       f"peer_port) (calico_bgp_peer_up{sel(**n)})",
+                       "{{node}} → {{peer_ip}} ({{peer_type}}) {{peer_port}}",
+                       ok="Established", bad="down",
                        description="Each BGP session over time: green while Established. "
                                    "CalicoBGPPeerDown fires after 5 minutes of red."),
         table("Peer state",
-              target(f"max by (node, ip_version, peer_ip, peer_type, state) "
+              target(f"max by (node, ip_version, peer_ip, peer_type, peer_port, state) "
                      f"(calico_bgp_peer_state{sel(**n)} == 1)", instant=True, table=True,
                      ref="A"),
-              target(f"max by (node, ip_version, peer_ip, peer_type) (time() - "
+              target(f"max by (node, ip_version, peer_ip, peer_type, peer_port) (time() - "
                      f"calico_bgp_peer_state_change_timestamp_seconds{sel(**n)})",
                      instant=True, table=True, ref="B"),
               merge=True, hide=["Value #A"], unit="s",
               rename={"ip_version": "IP version", "peer_ip": "peer", "peer_type": "type",
+                      "peer_port": "port",
                       "Value #B": "in this state for"},
               description="The current BGP state of every peer: Idle, Connect, Active, "
                           "OpenSent, OpenConfirm, Established, Close or Unknown; how long it "
@@ -285,8 +287,9 @@ def bgp() -> dict[str, Any]:
                    description="Routes in each node's BIRD table (FIB: selected, RIB: "
                                "alternatives) by where they were learned."),
         timeseries("Routes per peer (node mode)",
-                   target(f"sum by (node, peer_ip, direction) (calico_bgp_peer_routes{sel(**n)})",
-                          "{{node}} {{direction}} {{peer_ip}}"),
+                   target(f"sum by (node, peer_ip, peer_port, direction) "
+                          f"(calico_bgp_peer_routes{sel(**n)})",
+                          "{{node}} {{direction}} {{peer_ip}} {{peer_port}}"),
                    description="Routes imported from and exported to each peer; only the "
                                "node-mode DaemonSet reports these."),
         row("BIRD"),

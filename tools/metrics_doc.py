@@ -17,6 +17,7 @@ MODULES = {
     "policy": "Network policy selection and isolation",
     "probes": "Synthetic probes",
     "self": "The exporter itself",
+    "http": "The HTTP endpoint (connections and scraper authorization)",
 }
 DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 
@@ -29,13 +30,20 @@ def render() -> str:
         "contract: they are added, never renamed. None reuses a name Calico itself exports.",
         "State sets (`..._state`, `calico_probe_outcome`) have one series per state, 1 for the",
         "current one; `_info` gauges are always 1 and carry properties as labels.",
+        "A label marked *(optional)* is on some series of its family only. `peer_port` is there",
+        "only where sessions on more than one port go to the same peer IP of a node (confd's",
+        "`_port_N` protocols; the session without a suffix has `peer_port=\"179\"`): every other",
+        "peer keeps exactly the other labels, and a query that aggregates `by (peer_ip)` adds up",
+        "the sessions of such an IP (README, \"Node mode notes\").",
         "",
     ]
     for module, title in MODULES.items():
         specs = importlib.import_module(f"exporter.metrics.{module}").SPECS
         lines += [f"## {title}", "", "| name | type | labels | help |", "| --- | --- | --- | --- |"]
         for spec in specs:
-            labels = ", ".join(f"`{label}`" for label in spec.labels) or "-"
+            labels = ", ".join([*(f"`{label}`" for label in spec.labels),
+                                *(f"`{label}` *(optional)*" for label in spec.optional_labels)])
+            labels = labels or "-"
             lines.append(f"| `{spec.name}` | {spec.type} | {labels} | {spec.help} |")
         lines.append("")
     return "\n".join(lines)

@@ -33,10 +33,10 @@ from exporter.logs import configure_logging
 log = structlog.get_logger(__name__)
 
 GROUPS_BY_COMMAND: dict[str, tuple[str, ...]] = {
-    "cluster": ("server", "log", "kube", "watch", "node_status", "ipam"),
-    "node": ("server", "log", "bird"),
-    "probe": ("server", "log", "probes"),
-    "demo": ("server", "log", "watch", "node_status", "ipam", "demo"),
+    "cluster": ("server", "access", "log", "kube", "watch", "node_status", "ipam"),
+    "node": ("server", "access", "log", "bird", "kube"),
+    "probe": ("server", "access", "log", "probes", "kube"),
+    "demo": ("server", "access", "log", "watch", "node_status", "ipam", "demo"),
     "check-config": tuple(config.GROUPS),
 }
 

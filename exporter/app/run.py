@@ -9,16 +9,19 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
+from exporter.app.access import scraper_authorizer
 from exporter.app.cluster import Role, build_cluster_role
 from exporter.app.supervisor import supervise
 from exporter.config import ConfigError, Settings
 from exporter.kube.client import connect
 from exporter.metrics.bgp import BGPCollector
 from exporter.metrics.exposition import render
+from exporter.metrics.http import HttpCollector
 from exporter.metrics.registry import build_registry
 from exporter.metrics.self import SelfCollector
+from exporter.model.http import HttpStats
 from exporter.model.telemetry import Telemetry
-from exporter.server import make_app, serve
+from exporter.server import make_app, serve_endpoints
 
 log = structlog.get_logger(__name__)
 
@@ -32,14 +35,17 @@ async def serve_roles(roles: Iterable[Role], *, settings: Settings, telemetry: T
     """
     roles = list(roles)
     collectors = [c for role in roles for c in role.collectors]
-    registry = build_registry([*collectors, SelfCollector(telemetry)])
+    stats = HttpStats()
+    registry = build_registry([*collectors, SelfCollector(telemetry), HttpCollector(stats)])
     jobs = {name: job for role in roles for name, job in role.jobs.items()}
 
     def ready() -> bool:
         return all(role.ready() for role in roles)
 
-    app = make_app(registry, ready=ready, render=render)
-    async with serve(app, listen=settings.server.listen) as port:
+    async with scraper_authorizer(settings, stats) as authorizer, serve_endpoints(
+        make_app(registry, ready=ready, render=render, authorizer=authorizer), ready=ready,
+        listen=settings.server.listen, access=settings.access, stats=stats,
+    ) as port:
         if on_serving is not None:
             on_serving(port)
         freezer = asyncio.create_task(_freeze_heap_when_ready(ready), name="heap-freeze")

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import structlog
 
@@ -251,23 +252,38 @@ def parse_status(
 # --------------------------------------------------------------------------------------------
 # Protocol names
 
-PEER_TYPE_BY_PREFIX = {"Mesh": "NodeMesh", "Node": "NodePeer", "Global": "GlobalPeer"}
-"""confd's protocol name prefixes and the CalicoNodeStatus peer types they stand for."""
+PEER_TYPE_BY_PREFIX = {
+    "Mesh": "NodeMesh", "Node": "NodePeer", "Global": "GlobalPeer",
+    "Local_Workload": "LocalWorkload",
+}
+"""confd's protocol name prefixes and the peer types they stand for: CalicoNodeStatus's three,
+and ``LocalWorkload`` for the sessions with local workloads (a BGPPeer with
+``localWorkloadSelector``) that confd writes since Calico 3.30 and calico-node does not report."""
 
-_PEER_NAME = re.compile(r"^(Global|Node|Mesh)_(.+?)(?:_port_(\d+))?$")
+_PEER_NAME = re.compile(r"^(Global|Node|Mesh|Local_Workload)_(.+?)(?:_port_(\d+))?$")
 
 
-def parse_protocol_name(name: str) -> tuple[str, str] | None:
-    """``Mesh_192_168_56_101``, ``Node_10_0_0_1_port_1790``, ``Mesh_fd80_24e2_f998_72d7__2``
-    → (peer_type, ip); None for names confd does not write for BGP peers (kernel1,
-    Local_Workload_..., or an address that does not decode)."""
+class PeerName(NamedTuple):
+    """What confd encodes in a BGP protocol name."""
+
+    peer_type: str
+    ip: str
+    port: int | None
+    """The ``_port_N`` suffix confd adds for a peer on a non-default port; None without one."""
+
+
+def parse_protocol_name(name: str) -> PeerName | None:
+    """``Mesh_192_168_56_101``, ``Node_10_0_0_1_port_1790``, ``Mesh_fd80_24e2_f998_72d7__2``,
+    ``Local_Workload_10_0_0_9`` → (peer_type, ip, port); None for names confd does not write for
+    BGP peers (kernel1, hand-written names, or an address that does not decode)."""
     m = _PEER_NAME.match(name)
     if not m:
         return None
     ip = _decode_ip(m.group(2))
     if ip is None:
         return None
-    return PEER_TYPE_BY_PREFIX[m.group(1)], ip
+    port = int(m.group(3)) if m.group(3) else None
+    return PeerName(PEER_TYPE_BY_PREFIX[m.group(1)], ip, port)
 
 
 def _decode_ip(encoded: str) -> str | None:
@@ -410,7 +426,8 @@ def _detail(current: dict[str, object], text: str, raw: str, on_invalid: Invalid
 def peers_from_protocols(
     protocols: Iterable[Protocol], *, ip_version: int, on_invalid: InvalidSink = log_invalid,
 ) -> tuple[PeerCounts, tuple[BGPPeer, ...]]:
-    """Calico's BGP view of a protocol list: BGP protocols named ``Mesh_``/``Node_``/``Global_``.
+    """The BGP sessions confd wrote: BGP protocols named ``Mesh_``, ``Node_``, ``Global_`` or
+    ``Local_Workload_``, with an optional ``_port_N`` suffix kept as the peer's port.
 
     Established counts protocols whose state column is ``up`` (as Calico counts); the peer state
     is the details' ``BGP state:`` (else the info column's first word), normalised by
@@ -422,12 +439,11 @@ def peers_from_protocols(
     for p in protocols:
         if p.proto != "BGP":
             continue
-        decoded = parse_protocol_name(p.name)
         m = _PEER_NAME.match(p.name)
         if m is None:
-            continue  # Local_Workload_... and hand-written protocols: not Calico peers
-        peer_type = PEER_TYPE_BY_PREFIX[m.group(1)]
-        ip = p.neighbor_address or (decoded[1] if decoded else "")
+            continue  # hand-written protocols: not Calico peers
+        decoded = parse_protocol_name(p.name)
+        ip = p.neighbor_address or (decoded.ip if decoded else "")
         if not ip:
             on_invalid("peer address not decodable from protocol name", p.name)
             continue
@@ -442,11 +458,12 @@ def peers_from_protocols(
         peers.append(BGPPeer(
             ip_version=ip_version,
             peer_ip=ip,
-            peer_type=peer_type,
+            peer_type=PEER_TYPE_BY_PREFIX[m.group(1)],
             state=peer_state(raw_state),
             routes_imported=imported,
             routes_exported=exported,
             state_changed=p.since_time,
+            port=int(m.group(3)) if m.group(3) else None,
         ))
     return PeerCounts(ip_version, established, not_established), tuple(peers)
 
@@ -469,7 +486,7 @@ class Route:
     gateway: str
     """Next hop, or ``N/A`` for dev, blackhole and unreachable routes."""
     iface: str
-    """Interface, or ``blackhole`` / ``unreachable``."""
+    """Interface, or ``blackhole`` / ``unreachable`` / ``prohibited`` / ``multipath``."""
     learned_from: str
     """Name of the protocol the route came from."""
     primary: bool
@@ -478,14 +495,22 @@ class Route:
 
 _VIA = re.compile(r"^(\S*)\s*via\s(\S+)\s+on\s(\S+).*?\[(\S+)\s.*\]")
 _DEV = re.compile(r"^(\S*)\s*dev\s(\S+).*?\[(\S+)\s.*\]")
-_SPECIAL = re.compile(r"^(\S*)\s*(blackhole|unreachable|prohibited)\s.*?\[(\S+)\s.*\]")
+_SPECIAL = re.compile(
+    r"^(\S*)\s*(blackhole|unreachable|prohibited|multipath)\s.*?\[(\S+)\s.*\]")
+"""Routes without a gateway; ``multipath`` is the head line of a route with several next hops,
+which BIRD 1.6.8 prints as ``%-18s multipath [proto time] * (pref)`` followed by one
+``\\tvia <gw> on <iface> weight <n>`` line per next hop (``nest/rt-table.c``,
+``rt_format_via()`` and ``rt_show_rte()``)."""
 _NEXTHOP = re.compile(r"^\s*via\s\S+\s+on\s\S+\s+weight\s\d+")
-"""A multipath next hop line (no protocol in brackets): part of the route above."""
+"""A multipath next hop line (no protocol in brackets): part of the route above, not counted."""
 
 
 def iter_routes(lines: Iterable[ReplyLine], *, on_invalid: InvalidSink = log_invalid,
                 ) -> Iterator[Route]:
-    """Paths of ``show route``; a line without destination is another path to the previous one."""
+    """Paths of ``show route``; a line without destination is another path to the previous one.
+
+    A multipath route is one path (its head line, ``iface="multipath"``, gateway ``N/A``): its
+    next-hop lines are skipped, so an ECMP prefix counts once, like any other route."""
     previous = ""
     for line in lines:
         text = line.text
@@ -515,7 +540,7 @@ def route_source_type(learned_from: str) -> str | None:
     m = _PEER_NAME.match(learned_from)
     if m is None:
         return None
-    return "NodeMesh" if m.group(1) == "Mesh" else "BGPPeer"
+    return "NodeMesh" if m.group(1) == "Mesh" else "BGPPeer"  # Local_Workload is a BGPPeer
 
 
 def count_routes(routes: Iterable[Route], *, ip_version: int) -> tuple[RouteCount, ...]:
@@ -536,6 +561,7 @@ __all__ = [
     "BirdStatus",
     "InvalidSink",
     "LineKind",
+    "PeerName",
     "Protocol",
     "Reply",
     "ReplyLine",

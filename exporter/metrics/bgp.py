@@ -12,14 +12,20 @@ from collections.abc import Callable, Iterable, Iterator
 
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.samples import Sample
 
 from exporter.metrics.exposition import family_lines, header
 from exporter.metrics.spec import MetricSpec
-from exporter.model.bgp import PEER_STATES, NodeBGP
+from exporter.model.bgp import BGP_PORT, PEER_STATES, BGPPeer, NodeBGP
 
 log = structlog.get_logger(__name__)
 
 PEER = ("node", "ip_version", "peer_ip", "peer_type")
+PEER_PORT = ("peer_port",)
+"""Added to a peer's series only when more than one session of the node (and IP version) goes
+to the same peer IP, which confd allows for peers on different ports (``_port_N`` protocol
+names). Every other peer keeps exactly the ``PEER`` labels, so adding it changes no series of
+an ordinary cluster. The unsuffixed session of such a pair has ``peer_port="179"``."""
 
 BGP_PEERS = MetricSpec(
     "calico_bgp_peers", "gauge",
@@ -29,12 +35,13 @@ BGP_PEERS = MetricSpec(
 BGP_PEER_UP = MetricSpec(
     "calico_bgp_peer_up", "gauge",
     "1 when the BGP session with this peer is Established, else 0.", PEER,
+    optional_labels=PEER_PORT,
 )
 BGP_PEER_STATE = MetricSpec(
     "calico_bgp_peer_state", "gauge",
     "BGP session state of a peer as a state set: 1 for the current state, 0 for the others; "
     "Unknown covers BIRD's Down and Passive.",
-    (*PEER, "state"),
+    (*PEER, "state"), optional_labels=PEER_PORT,
 )
 BGP_ROUTES = MetricSpec(
     "calico_bgp_routes", "gauge",
@@ -44,12 +51,12 @@ BGP_ROUTES = MetricSpec(
 BGP_PEER_ROUTES = MetricSpec(
     "calico_bgp_peer_routes", "gauge",
     "Routes imported from or exported to a BGP peer (node mode only).",
-    (*PEER, "direction"),
+    (*PEER, "direction"), optional_labels=PEER_PORT,
 )
 BGP_PEER_STATE_CHANGE = MetricSpec(
     "calico_bgp_peer_state_change_timestamp_seconds", "gauge",
     "Unix time of the peer's last state change, from BIRD's since column (node mode only).",
-    PEER,
+    PEER, optional_labels=PEER_PORT,
 )
 BIRD_READY = MetricSpec(
     "calico_bird_ready", "gauge", "1 when the node's BIRD daemon answers and is ready.",
@@ -147,12 +154,17 @@ def families(nodes: Iterable[NodeBGP]) -> list[GaugeMetricFamily]:
             v = str(c.ip_version)
             peers.add_metric([node, v, "established"], c.established)
             peers.add_metric([node, v, "not_established"], c.not_established)
-        seen: set[tuple[int, str]] = set()
+        shared = _shared_peer_ips(bgp.peers)
+        seen: set[tuple[int, str, str, int | None]] = set()
         for p in bgp.peers:
-            if (p.ip_version, p.peer_ip) in seen:
-                continue
-            seen.add((p.ip_version, p.peer_ip))
+            key = (p.ip_version, p.peer_ip, p.peer_type, p.port)
+            if key in seen:
+                continue  # the same session listed twice
+            seen.add(key)
             labels = [node, str(p.ip_version), p.peer_ip, p.peer_type]
+            if shared and (p.ip_version, p.peer_ip) in shared:
+                _peer_with_port(p, labels, up, state, peer_routes, changed)
+                continue
             up.add_metric(labels, 1.0 if p.established else 0.0)
             for s in PEER_STATES:
                 state.add_metric([*labels, s], 1.0 if p.state == s else 0.0)
@@ -176,6 +188,40 @@ def families(nodes: Iterable[NodeBGP]) -> list[GaugeMetricFamily]:
         if bgp.last_updated is not None:
             updated.add_metric([node], bgp.last_updated)
     return [peers, up, state, routes, peer_routes, changed, ready, info, boot, reconfig, updated]
+
+
+def _shared_peer_ips(peers: tuple[BGPPeer, ...]) -> set[tuple[int, str]]:
+    """(ip_version, peer_ip) of the IPs that sessions on more than one port go to."""
+    if len({(p.ip_version, p.peer_ip) for p in peers}) == len(peers):
+        return set()  # the usual case: one session per peer IP
+    ports: dict[tuple[int, str], set[int | None]] = {}
+    for p in peers:
+        ports.setdefault((p.ip_version, p.peer_ip), set()).add(p.port)
+    return {key for key, used in ports.items() if len(used) > 1}
+
+
+def _peer_with_port(p: BGPPeer, values: list[str], up: GaugeMetricFamily,
+                    state: GaugeMetricFamily, peer_routes: GaugeMetricFamily,
+                    changed: GaugeMetricFamily) -> None:
+    """The series of one session to a shared peer IP: the usual ones plus ``peer_port``.
+
+    GaugeMetricFamily.add_metric takes the family's fixed label names, so these samples are
+    appended directly (the exposition allows series with different label sets in a family)."""
+    labels = dict(zip(PEER, values, strict=True))
+    labels["peer_port"] = str(p.port or BGP_PORT)
+
+    def add(family: GaugeMetricFamily, extra: dict[str, str], value: float) -> None:
+        family.samples.append(Sample(family.name, {**labels, **extra}, value, None))
+
+    add(up, {}, 1.0 if p.established else 0.0)
+    for s in PEER_STATES:
+        add(state, {"state": s}, 1.0 if p.state == s else 0.0)
+    if p.routes_imported is not None:
+        add(peer_routes, {"direction": "imported"}, p.routes_imported)
+    if p.routes_exported is not None:
+        add(peer_routes, {"direction": "exported"}, p.routes_exported)
+    if p.state_changed is not None:
+        add(changed, {}, p.state_changed)
 
 
 FAMILY_SPECS = (

@@ -31,6 +31,8 @@ class MetricSpec:
     type: MetricType
     help: str
     labels: tuple[str, ...] = ()
+    optional_labels: tuple[str, ...] = ()
+    """Labels only some series of the family have (documented with the label)."""
 
     def gauge(self) -> GaugeMetricFamily:
         assert self.type == "gauge", self.name

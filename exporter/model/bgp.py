@@ -16,8 +16,12 @@ PEER_STATES = (
 """The BGP session states we export; anything else (BIRD's Down, Passive, or an empty state in a
 CalicoNodeStatus) is exported as Unknown, as Calico's own status reporter leaves it empty."""
 
-PEER_TYPES = ("NodeMesh", "NodePeer", "GlobalPeer")
-"""CalicoNodeStatus peer types; BIRD protocol names Mesh_, Node_, Global_ map to these."""
+PEER_TYPES = ("NodeMesh", "NodePeer", "GlobalPeer", "LocalWorkload")
+"""CalicoNodeStatus peer types, which BIRD protocol names Mesh_, Node_, Global_ map to, and
+LocalWorkload (``Local_Workload_``: sessions with local workloads, node mode only)."""
+
+BGP_PORT = 179
+"""BIRD's (and BGP's) default port: a session whose protocol name has no ``_port_N``."""
 
 ROUTE_SOURCES = ("Kernel", "Static", "Direct", "NodeMesh", "BGPPeer")
 """CalicoNodeStatus ``learnedFrom.sourceType`` values."""
@@ -35,7 +39,7 @@ class BGPPeer:
     ip_version: int
     peer_ip: str
     peer_type: str
-    """NodeMesh, NodePeer, GlobalPeer, or "" when unknown."""
+    """One of PEER_TYPES, or "" when unknown."""
     state: str
     """One of PEER_STATES."""
     routes_imported: int | None = None
@@ -44,6 +48,9 @@ class BGPPeer:
     """Routes exported to this peer (BIRD only)."""
     state_changed: float | None = None
     """Unix time of the last state change (BIRD only, from its ``since`` column)."""
+    port: int | None = None
+    """The peer's port from the protocol name's ``_port_N`` (BIRD only); None for the default
+    port, BGP_PORT."""
 
     @property
     def established(self) -> bool:

@@ -27,10 +27,19 @@ File format (every duration accepts ``500ms``, ``30s``, ``2m``, ``1h`` or plain 
         expect: allow
         source: {namespace: default}
       # tcp: target host:port ([v6]:port); icmp: target host name or IP address
+      # allow_link_local: true             # any protocol: see "Link-local targets" below
 
 Default ``deny_outcomes`` is ``timeout, refused, unreachable``, plus ``dns_timeout`` for DNS probes;
 a ``deny_outcomes`` in ``defaults`` or in a probe replaces it. ``success`` and ``error`` cannot be
 listed: success is never a denial and error never matches a verdict.
+
+Link-local targets: a probe whose target (or DNS ``server``) is a link-local address
+(169.254.0.0/16, fe80::/10, IPv4-mapped ones included), a cloud metadata address or a metadata
+service name (:data:`METADATA_ADDRESSES`, :data:`METADATA_NAMES`) is refused by validation
+unless it sets ``allow_link_local: true``: a probe config must not turn the agent into a way to
+read the node's cloud credentials (SSRF). Only literal addresses and those names are checked; a
+name that resolves to such an address at run time is not, so keep an egress policy for the
+agents too.
 
 All probes of one source namespace are run by one agent, so their ``source.labels`` are merged
 and must not give one label two values. The agent pod wears those labels so that policies select
@@ -71,7 +80,8 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 
 _TOP_KEYS = ("defaults", "probes")
 _DEFAULT_KEYS = ("attempts", "deny_outcomes", "interval", "success", "timeout")
-_COMMON_KEYS = ("name", "protocol", "target", "expect", "source", *_DEFAULT_KEYS)
+_COMMON_KEYS = ("name", "protocol", "target", "expect", "source", "allow_link_local",
+                *_DEFAULT_KEYS)
 _PROTOCOL_KEYS: dict[str, ProtocolName] = {
     "method": "http",
     "expect_status": "http",
@@ -88,6 +98,18 @@ _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 _STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*-\s*(\d{3})\s*$")
+
+LINK_LOCAL_NETWORKS = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+METADATA_ADDRESSES = frozenset({
+    ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack, DigitalOcean, ...
+    ipaddress.ip_address("169.254.170.2"),    # AWS ECS task metadata
+    ipaddress.ip_address("fd00:ec2::254"),    # AWS IMDS over IPv6 (not link-local)
+    ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud (not link-local)
+})
+"""Cloud instance-metadata addresses: refused as probe targets without ``allow_link_local``."""
+METADATA_NAMES = frozenset({"metadata.google.internal", "metadata.goog",
+                            "instance-data", "instance-data.ec2.internal"})
+"""Names of metadata services, refused as probe targets without ``allow_link_local``."""
 
 
 class ProbeConfigError(ConfigError):
@@ -166,6 +188,8 @@ class Probe:
     success: SuccessRule
     deny_outcomes: frozenset[Outcome]
     params: Params
+    allow_link_local: bool = False
+    """The probe may target link-local and metadata addresses (explicit opt-in)."""
 
     @property
     def public_target(self) -> str:
@@ -543,6 +567,11 @@ def _parse_probe(
     params: Params | None = None
     if target is not None and protocol is not None:
         params = _parse_params(p, protocol, target)
+    allow_link_local = raw.get("allow_link_local", False)
+    if not isinstance(allow_link_local, bool):
+        p.error("allow_link_local", f"{_q(allow_link_local)} is not true or false")
+    elif params is not None and not allow_link_local:
+        _refuse_link_local(p, params)
 
     if (len(errors) > before or name is None or protocol is None or expect is None
             or source is None or interval is None or timeout is None or attempts is None
@@ -550,7 +579,41 @@ def _parse_probe(
         return None
     return Probe(name=name, protocol=protocol, target=target, expect=expect, source=source,
                  interval=interval, timeout=timeout, attempts=attempts, success=success,
-                 deny_outcomes=deny, params=params)
+                 deny_outcomes=deny, params=params, allow_link_local=allow_link_local is True)
+
+
+def restricted_target(host: str) -> str | None:
+    """Why ``host`` (a name or an IP address) may not be probed without ``allow_link_local``,
+    or None when it may."""
+    text = host.strip().strip("[]").rstrip(".").lower()
+    try:
+        ip = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return "is a cloud metadata service name" if text in METADATA_NAMES else None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip in METADATA_ADDRESSES:
+        return "is a cloud metadata address"
+    if any(ip in net for net in LINK_LOCAL_NETWORKS):
+        return "is link-local"
+    return None
+
+
+def _refuse_link_local(p: _ProbeParser, params: Params) -> None:
+    hosts: list[tuple[str, str]] = []
+    if isinstance(params, HttpParams):
+        hosts.append(("target", urlsplit(params.url).hostname or ""))
+    elif isinstance(params, TcpParams | IcmpParams):
+        hosts.append(("target", params.host))
+    else:
+        hosts.append(("target", params.name))
+        if params.server is not None:
+            hosts.append(("server", params.server[0]))
+    for key, host in hosts:
+        reason = restricted_target(host)
+        if reason is not None:
+            p.error(key, f"{_q(host)} {reason}: refused unless the probe sets "
+                         "allow_link_local: true")
 
 
 def _parse_source(p: _ProbeParser) -> Source | None:

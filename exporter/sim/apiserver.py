@@ -24,6 +24,10 @@ HTTP semantics (each has a contract test in ``tests/sim/test_apiserver_contract.
   discovery and other non-resource URLs are always allowed to an authenticated user (as
   ``system:discovery`` does). ``rbac_hits`` counts the index of the rule that allowed each
   request.
+* Reviews (:mod:`exporter.sim.reviews`): ``POST`` TokenReview and SubjectAccessReview, evaluated
+  against the emulator's users (``add_user``: a token, a username, RBAC rules) and group grants
+  (``grant_group``), nonResourceURLs included; creating them needs ``create`` on
+  ``tokenreviews`` / ``subjectaccessreviews`` when RBAC is on.
 * Create (201; uid, resourceVersion, creationTimestamp, generation; generateName; 409
   AlreadyExists; 400 on an apiVersion/kind mismatch; 404 when the namespace does not exist, 403
   when it is terminating); get; list (sorted by namespace/name, apiVersion/kind on items, the list
@@ -77,7 +81,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from exporter.sim import errors, rbac, tables
+from exporter.sim import errors, rbac, reviews, tables
 from exporter.sim.errors import ApiError
 from exporter.sim.openapi import OpenApiDocs
 from exporter.sim.resources import Registry, ResourceType, builtin_types, crd_types
@@ -214,6 +218,23 @@ class ApiServer:
         self.ca_pem: bytes | None = None
         self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
         self.openapi = OpenApiDocs(self.registry)
+        self.users: dict[str, reviews.Identity] = {}
+        """Bearer token -> user, for TokenReviews (the main token is added at start)."""
+        self.grants: dict[str, list[dict[str, Any]]] = {}
+        """Username or ``group:<name>`` -> RBAC rules, for SubjectAccessReviews."""
+
+    def add_user(self, token: str, username: str, *,
+                 rules: Iterable[dict[str, Any]] = ()) -> reviews.Identity:
+        """A user that TokenReviews authenticate by ``token`` and SubjectAccessReviews evaluate
+        with ``rules`` (a service account's groups for ``system:serviceaccount:NS:NAME``)."""
+        identity = reviews.identity_for(username)
+        self.users[token] = identity
+        self.grants.setdefault(username, []).extend(rules)
+        return identity
+
+    def grant_group(self, group: str, rules: Iterable[dict[str, Any]]) -> None:
+        """Bind ``rules`` to every member of ``group`` (as a ClusterRoleBinding to a Group)."""
+        self.grants.setdefault(f"group:{group}", []).extend(rules)
 
     # ================================================================== lifecycle
 
@@ -522,6 +543,8 @@ class ApiServer:
                 await self._sleep(fault.params.get("seconds"))
                 fault = None
         path = request.path
+        if path in reviews.PATHS:
+            return self._review(request.method, path, body)
         if path in _PUBLIC_PATHS or path.startswith(("/healthz/", "/livez/", "/readyz/")):
             if path.startswith("/version"):
                 return self._json(VERSION_INFO)
@@ -546,6 +569,31 @@ class ApiServer:
         if fault is not None and fault.kind == "drop":
             return await self._drop(request, resp, record)
         return resp
+
+    def _review(self, method: str, path: str, body: bytes) -> web.Response:
+        group, plural = reviews.PATHS[path]
+        if method != "POST":
+            raise ApiError(405, "the server does not allow this method on the requested "
+                                "resource", reason="MethodNotAllowed", details={})
+        if self.rbac_rules is not None:
+            index = rbac.allowed_by(self.rbac_rules, verb="create", group=group,
+                                    resource=plural, name="")
+            if index is None:
+                raise ApiError(403, f'{plural}.{group} is forbidden: User "{self.user}" cannot '
+                                    f'create resource "{plural}" in API group "{group}" at the '
+                                    "cluster scope", reason="Forbidden",
+                               details={"group": group, "kind": plural})
+            self.rbac_hits[index] += 1
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise errors.bad_request("the body is not JSON") from None
+        if plural == "tokenreviews":
+            users = dict(self.users)
+            if self.token is not None:
+                users.setdefault(self.token, reviews.identity_for(self.user))
+            return self._json(reviews.token_review(obj, users), status=201)
+        return self._json(reviews.subject_access_review(obj, self.grants), status=201)
 
     def _openapi(self, path: str) -> web.Response:
         if path.rstrip("/") == "/openapi/v3":

@@ -335,20 +335,32 @@ def test_split_line(line: str, kind: LineKind, code: int, text: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "expected"), [
-    ("Mesh_172_17_8_102", ("NodeMesh", "172.17.8.102")),
-    ("Global_172_17_8_103", ("GlobalPeer", "172.17.8.103")),
-    ("Node_172_17_8_104", ("NodePeer", "172.17.8.104")),
-    ("Mesh_fd80_24e2_f998_72d7__2", ("NodeMesh", "fd80:24e2:f998:72d7::2")),
-    ("Mesh_2001_20__8", ("NodeMesh", "2001:20::8")),
-    ("Node_10_0_0_1_port_1790", ("NodePeer", "10.0.0.1")),
-    ("Global_fd00__1_port_179", ("GlobalPeer", "fd00::1")),
-    ("Local_Workload_10_0_0_1", None),
+    ("Mesh_172_17_8_102", ("NodeMesh", "172.17.8.102", None)),
+    ("Global_172_17_8_103", ("GlobalPeer", "172.17.8.103", None)),
+    ("Node_172_17_8_104", ("NodePeer", "172.17.8.104", None)),
+    ("Mesh_fd80_24e2_f998_72d7__2", ("NodeMesh", "fd80:24e2:f998:72d7::2", None)),
+    ("Mesh_2001_20__8", ("NodeMesh", "2001:20::8", None)),
+    ("Node_10_0_0_1_port_1790", ("NodePeer", "10.0.0.1", 1790)),
+    ("Global_fd00__1_port_179", ("GlobalPeer", "fd00::1", 179)),
+    # Calico v3.32.1 confd/tests/compiled_templates/explicit_peering/global/bird.cfg: two
+    # sessions to one IP on ports 150 and 166.
+    ("Global_10_192_0_1_port_150", ("GlobalPeer", "10.192.0.1", 150)),
+    ("Global_10_192_0_1_port_166", ("GlobalPeer", "10.192.0.1", 166)),
+    # .../explicit_peering/selectors/bird6.cfg
+    ("Node_fd5f__3_port_500", ("NodePeer", "fd5f::3", 500)),
+    # .../explicit_peering/local_bgp_peer/bird.cfg and bird6.cfg
+    ("Local_Workload_192_168_162_134", ("LocalWorkload", "192.168.162.134", None)),
+    ("Local_Workload_fd00_10_244_0_586d_4461_e980_a284",
+     ("LocalWorkload", "fd00:10:244:0:586d:4461:e980:a284", None)),
+    ("Local_Workload_10_0_0_1_port_1790", ("LocalWorkload", "10.0.0.1", 1790)),
     ("kernel1", None),
     ("Mesh_not_an_ip", None),
     ("mesh_172_17_8_102", None),
+    ("Local_workload_10_0_0_1", None),
 ])
-def test_protocol_names(name: str, expected: tuple[str, str] | None) -> None:
-    """confd's names decode to (peer type, IP) with IPv6 and _port_N forms; others are None."""
+def test_protocol_names(name: str, expected: tuple[str, str, int | None] | None) -> None:
+    """confd's names decode to (peer type, IP, port) with IPv6, _port_N and Local_Workload_
+    forms (names from Calico's own confd tests); others are None."""
     assert parse_protocol_name(name) == expected
 
 
@@ -473,3 +485,63 @@ def test_parsers_never_raise(lines: list[ReplyLine]) -> None:
 def test_split_replies_never_raises(raw: str) -> None:
     """Arbitrary transcript text splits into replies without raising."""
     split_replies(raw, on_invalid=Invalid())
+
+
+# ---------------------------------------------------------------------------------------------
+# Every peer kind and a multipath route: real BIRD 1.6.8 (the "_multi" captures)
+
+T_MULTI_SERVER = parse_bird_time("2026-12-02 07:52:51")
+T_MULTI_BOOT = parse_bird_time("2026-12-02 07:52:39")
+T_MULTI_UP = parse_bird_time("2026-12-02 07:52:41")
+
+
+def test_real_local_workload_and_port_sessions() -> None:
+    """Two _port_N sessions to one IP and a Local_Workload_ peer are three peers, each with its
+    type and port, and all three are counted."""
+    assert T_MULTI_SERVER is not None
+    invalid = Invalid()
+    protocols = parse_protocols(real("show_protocols_all_multi").lines,
+                                reference=T_MULTI_SERVER, on_invalid=invalid)
+    counts, peers = peers_from_protocols(protocols, ip_version=4, on_invalid=invalid)
+    assert invalid == []
+    assert peers == (
+        BGPPeer(4, "198.18.0.3", "GlobalPeer", "Established", 1, 3, T_MULTI_UP, port=1790),
+        BGPPeer(4, "198.18.0.3", "GlobalPeer", "Established", 1, 3, T_MULTI_UP, port=1791),
+        BGPPeer(4, "198.18.0.4", "LocalWorkload", "Connect", 0, 0, T_MULTI_BOOT),
+    )
+    assert counts == PeerCounts(4, 2, 1)
+
+
+def test_real_multipath_routes_count_once() -> None:
+    """A multipath route (static or learned from an ECMP kernel route) is one route of its
+    source: the head line is read, its next-hop lines are not routes."""
+    invalid = Invalid()
+    routes = list(iter_routes(real("show_route_multi").lines, on_invalid=invalid))
+    assert invalid == []
+    assert routes == [
+        Route("198.19.10.0/26", "198.18.0.3", "eth0", "Global_198_18_0_3_port_1790", True),
+        Route("198.19.11.0/26", "198.18.0.3", "eth0", "Global_198_18_0_3_port_1791", True),
+        Route("198.19.1.0/26", "N/A", "blackhole", "static1", True),
+        Route("198.19.6.0/26", "N/A", "multipath", "static1", True),
+        Route("198.18.0.0/24", "N/A", "eth0", "direct1", True),
+        Route("198.19.5.0/26", "N/A", "multipath", "kernel1", True),
+    ]
+    assert set(count_routes(routes, ip_version=4)) == {
+        RouteCount(4, "FIB", "BGPPeer", 2), RouteCount(4, "FIB", "Static", 2),
+        RouteCount(4, "FIB", "Direct", 1), RouteCount(4, "FIB", "Kernel", 1)}
+
+
+def test_local_workload_routes_are_bgp_peer_routes() -> None:
+    """A route learned from a Local_Workload_ session counts as sourceType BGPPeer (it is a
+    BGPPeer resource), and a multipath route with its next hops counts once."""
+    invalid = Invalid()
+    routes = list(iter_routes([
+        ReplyLine(1007, "198.19.7.0/26      via 198.18.0.4 on eth0 "
+                        "[Local_Workload_198_18_0_4 07:52:41] * (100/0) [i]"),
+        ReplyLine(1007, "198.19.8.0/26      multipath [kernel1 07:52:39] * (10)"),
+        ReplyLine(1007, "\tvia 198.18.0.3 on eth0 weight 1"),
+        ReplyLine(1007, "\tvia 198.18.0.4 on eth0 weight 1"),
+    ], on_invalid=invalid))
+    assert invalid == []
+    assert count_routes(routes, ip_version=4) == (
+        RouteCount(4, "FIB", "BGPPeer", 1), RouteCount(4, "FIB", "Kernel", 1))

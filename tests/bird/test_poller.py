@@ -11,8 +11,8 @@ import pytest
 from exporter.bird.parse import parse_bird_time
 from exporter.bird.poller import BACKOFF_MAX, BirdPoller
 from exporter.config import BirdSettings
-from exporter.metrics.bgp import families
-from exporter.model.bgp import BGPPeer, BirdAgent, PeerCounts, RouteCount
+from exporter.metrics.bgp import BGPCollector, families
+from exporter.model.bgp import BGPPeer, BirdAgent, NodeBGP, PeerCounts, RouteCount
 from exporter.model.telemetry import Telemetry
 from tests.bird.fakebird import HANG, FakeBird, Script
 from tests.bird.transcripts import REAL
@@ -260,3 +260,87 @@ def test_backoff_bounds(tmp_path: Path) -> None:
     for _ in range(50):
         assert 5.0 <= p.backoff(1) <= 10.0
         assert 5.0 <= p.backoff(40) <= BACKOFF_MAX
+
+
+MULTI: Script = {"show status": REAL["show_status_multi"]["raw"],
+                 "show protocols all": REAL["show_protocols_all_multi"]["raw"],
+                 "show route": REAL["show_route_multi"]["raw"]}
+"""Real BIRD 1.6.8: two _port_ sessions to 198.18.0.3, a Local_Workload_ peer, multipath routes."""
+
+
+async def test_every_peer_kind_and_multipath_exact_series(tmp_path: Path) -> None:
+    """Through the poller and the collector's /metrics rendering: the two sessions to one IP
+    carry peer_port, the Local_Workload_ peer is peer_type LocalWorkload without it, and each
+    multipath route counts once."""
+    p = BirdPoller(settings(tmp_path), telemetry=Telemetry(),
+                   clock=lambda: at("2026-12-02 07:52:52"))
+    async with FakeBird(str(tmp_path / "bird.ctl"), MULTI):
+        try:
+            await p.poll_once()
+        finally:
+            await p.close()
+    text = "".join(BGPCollector(p.snapshot).render(False))
+    wanted = ("calico_bgp_peers{", "calico_bgp_peer_up{", "calico_bgp_peer_routes{",
+              "calico_bgp_peer_state_change_timestamp_seconds{", "calico_bgp_routes{")
+    lines = [line for line in text.splitlines() if line.startswith(wanted)]
+    assert (at("2026-12-02 07:52:41"), at("2026-12-02 07:52:39")) == (1796197961, 1796197959)
+    a = 'ip_version="4",node="node-1",peer_ip="198.18.0.3"'
+    b = 'ip_version="4",node="node-1",peer_ip="198.18.0.4"'
+    assert lines == [
+        'calico_bgp_peers{ip_version="4",node="node-1",state="established"} 2.0',
+        'calico_bgp_peers{ip_version="4",node="node-1",state="not_established"} 1.0',
+        f'calico_bgp_peer_up{{{a},peer_port="1790",peer_type="GlobalPeer"}} 1.0',
+        f'calico_bgp_peer_up{{{a},peer_port="1791",peer_type="GlobalPeer"}} 1.0',
+        f'calico_bgp_peer_up{{{b},peer_type="LocalWorkload"}} 0.0',
+        'calico_bgp_routes{ip_version="4",node="node-1",source_type="BGPPeer",type="FIB"} 2.0',
+        'calico_bgp_routes{ip_version="4",node="node-1",source_type="Direct",type="FIB"} 1.0',
+        'calico_bgp_routes{ip_version="4",node="node-1",source_type="Kernel",type="FIB"} 1.0',
+        'calico_bgp_routes{ip_version="4",node="node-1",source_type="Static",type="FIB"} 2.0',
+        f'calico_bgp_peer_routes{{direction="imported",{a},peer_port="1790",'
+        'peer_type="GlobalPeer"} 1.0',
+        f'calico_bgp_peer_routes{{direction="exported",{a},peer_port="1790",'
+        'peer_type="GlobalPeer"} 3.0',
+        f'calico_bgp_peer_routes{{direction="imported",{a},peer_port="1791",'
+        'peer_type="GlobalPeer"} 1.0',
+        f'calico_bgp_peer_routes{{direction="exported",{a},peer_port="1791",'
+        'peer_type="GlobalPeer"} 3.0',
+        f'calico_bgp_peer_routes{{direction="imported",{b},peer_type="LocalWorkload"}} 0.0',
+        f'calico_bgp_peer_routes{{direction="exported",{b},peer_type="LocalWorkload"}} 0.0',
+        f'calico_bgp_peer_state_change_timestamp_seconds{{{a},peer_port="1790",'
+        'peer_type="GlobalPeer"} 1.796197961e+09',
+        f'calico_bgp_peer_state_change_timestamp_seconds{{{a},peer_port="1791",'
+        'peer_type="GlobalPeer"} 1.796197961e+09',
+        f'calico_bgp_peer_state_change_timestamp_seconds{{{b},peer_type="LocalWorkload"}} '
+        '1.796197959e+09',
+    ]
+    states = {tuple(sorted(s.labels.items())): s.value for f in families(p.snapshot())
+              if f.name == "calico_bgp_peer_state" for s in f.samples if s.value == 1}
+    assert sorted(dict(k)["state"] + dict(k).get("peer_port", "") for k in states) == [
+        "Connect", "Established1790", "Established1791"]
+
+
+def test_peer_port_only_where_an_ip_is_shared() -> None:
+    """peer_port appears only on sessions to an IP reached on more than one port (the
+    unsuffixed one as 179); a lone _port_ session and ordinary peers keep the usual labels,
+    and a session listed twice (CalicoNodeStatus) is one series."""
+    node = NodeBGP("node-1", peers=(
+        BGPPeer(4, "198.18.1.1", "GlobalPeer", "Established", port=150),
+        BGPPeer(4, "198.18.1.1", "GlobalPeer", "Idle"),
+        BGPPeer(4, "198.18.1.3", "GlobalPeer", "Established", port=150),
+        BGPPeer(6, "fd00::1", "GlobalPeer", "Established", port=150),
+        BGPPeer(4, "198.18.1.5", "NodeMesh", "Established"),
+        BGPPeer(4, "198.18.1.5", "NodeMesh", "Established"),
+    ))
+    (up,) = [f for f in families([node]) if f.name == "calico_bgp_peer_up"]
+    assert [(s.labels, s.value) for s in up.samples] == [
+        ({"node": "node-1", "ip_version": "4", "peer_ip": "198.18.1.1",
+          "peer_type": "GlobalPeer", "peer_port": "150"}, 1.0),
+        ({"node": "node-1", "ip_version": "4", "peer_ip": "198.18.1.1",
+          "peer_type": "GlobalPeer", "peer_port": "179"}, 0.0),
+        ({"node": "node-1", "ip_version": "4", "peer_ip": "198.18.1.3",
+          "peer_type": "GlobalPeer"}, 1.0),
+        ({"node": "node-1", "ip_version": "6", "peer_ip": "fd00::1",
+          "peer_type": "GlobalPeer"}, 1.0),
+        ({"node": "node-1", "ip_version": "4", "peer_ip": "198.18.1.5",
+          "peer_type": "NodeMesh"}, 1.0),
+    ]

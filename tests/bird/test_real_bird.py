@@ -364,3 +364,118 @@ async def test_node_process_against_real_mesh(lab: Lab, tmp_path: Path) -> None:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+def node_config_every_kind() -> str:
+    """bird.cfg of 198.18.0.2 with the peer kinds confd writes besides the mesh: two Global
+    sessions to 198.18.0.3 on ports 1790 and 1791 (``_port_N`` names) and a Local_Workload_
+    session to 198.18.0.4 (nobody there); a static multipath route as well."""
+    sessions = "".join(
+        f"protocol bgp {name} from bgp_template {{\n"
+        f"  neighbor {ip}{f' port {port}' if port else ''} as {AS};\n"
+        f"  source address {IPS[0]};\n}}\n"
+        for name, ip, port in (("Global_198_18_0_3_port_1790", IPS[1], 1790),
+                               ("Global_198_18_0_3_port_1791", IPS[1], 1791),
+                               ("Local_Workload_198_18_0_4", IPS[2], None)))
+    mesh = bird_config(0)
+    head = mesh[:mesh.index("# ------------- Node-to-node mesh")]
+    head = head.replace(f"route {BLOCKS[0]} blackhole;",
+                        f"route {BLOCKS[0]} blackhole;\n  route 198.19.6.0/26 multipath "
+                        f"via {IPS[1]} weight 1 via {IPS[2]} weight 2;")
+    return head + sessions
+
+
+def port_peer_config(port: int) -> str:
+    """A passive BGP speaker on 198.18.0.3:``port`` announcing one /26 of its own."""
+    return (f"router id {IPS[1]};\nlisten bgp address {IPS[1]} port {port};\n"
+            f"protocol device {{ scan time 2; }}\n"
+            f"protocol static {{ route 198.19.{port - 1780}.0/26 blackhole; }}\n"
+            f"protocol bgp node {{ local as {AS}; neighbor {IPS[0]} as {AS}; passive on; "
+            f"multihop; import all; export all; }}\n")
+
+
+@pytest.fixture
+def every_kind_lab(tmp_path: Path) -> Iterator[str]:
+    """198.18.0.2 (BIRD with node_config_every_kind()) and 198.18.0.3 (two passive BIRDs on
+    ports 1790 and 1791) joined by a veth pair, plus an ECMP kernel route on the node; yields
+    the node's control socket and tears everything down whatever happens."""
+    reason = netns_unusable(bird=True)
+    if reason is not None:
+        pytest.skip(reason)
+    token = secrets.token_hex(3)
+    node_ns, peer_ns = f"ceb{token}k0", f"ceb{token}k1"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for ns in (node_ns, peer_ns):
+            _run("ip", "netns", "add", ns)
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+        _run("ip", "-n", node_ns, "link", "add", "eth0", "type", "veth",
+             "peer", "name", "eth0", "netns", peer_ns)
+        for ns, ip in ((node_ns, IPS[0]), (peer_ns, IPS[1])):
+            _run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+            _run("ip", "-n", ns, "link", "set", "eth0", "up")
+        _run("ip", "-n", node_ns, "route", "add", "198.19.5.0/26", "proto", "static",
+             "nexthop", "via", IPS[1], "dev", "eth0", "nexthop", "via", IPS[2], "dev", "eth0")
+        configs = [(peer_ns, f"peer{port}", port_peer_config(port)) for port in (1790, 1791)]
+        configs.append((node_ns, "node", node_config_every_kind()))
+        for ns, name, config in configs:
+            (tmp_path / f"{name}.cfg").write_text(config)
+            log = (tmp_path / f"{name}.log").open("ab")
+            procs.append(subprocess.Popen(
+                ["ip", "netns", "exec", ns, BIRD, "-f", "-c", str(tmp_path / f"{name}.cfg"),
+                 "-s", str(tmp_path / f"{name}.ctl"), "-P", str(tmp_path / f"{name}.pid")],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL))
+            log.close()
+        yield str(tmp_path / "node.ctl")
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        for ns in (node_ns, peer_ns):
+            with contextlib.suppress(subprocess.CalledProcessError, OSError):
+                _run("ip", "netns", "del", ns)
+
+
+async def test_every_peer_kind_and_multipath_on_real_bird(every_kind_lab: str,
+                                                          tmp_path: Path) -> None:
+    """Real BIRD 1.6.8: two sessions to one IP on ports 1790 and 1791 are two series told apart
+    by peer_port, a Local_Workload_ session is peer_type LocalWorkload, and a static multipath
+    route and an ECMP kernel route each count once."""
+    settings = BirdSettings(node_name="node-1", bird_socket=every_kind_lab,
+                            bird6_socket=str(tmp_path / "no-bird6.ctl"),
+                            bird_interval=INTERVAL, bird_timeout=2.0)
+    poller = BirdPoller(settings, telemetry=Telemetry())
+    try:
+        async def settled() -> bool:
+            node = await poller.poll_once()
+            return node.counts == (PeerCounts(4, 2, 1),) and len(node.routes) == 4 and all(
+                p.routes_imported == 1 for p in node.peers if p.port)
+
+        await eventually(settled, within=SETTLE)
+    finally:
+        await poller.close()
+    (node,) = poller.snapshot()
+    assert [(p.peer_ip, p.peer_type, p.port, p.routes_imported) for p in node.peers] == [
+        ("198.18.0.3", "GlobalPeer", 1790, 1),
+        ("198.18.0.3", "GlobalPeer", 1791, 1),
+        ("198.18.0.4", "LocalWorkload", None, 0)]
+    assert [p.state for p in node.peers[:2]] == ["Established", "Established"]
+    assert node.peers[2].state in ("Idle", "Connect", "Active")
+    assert set(node.routes) == {RouteCount(4, "FIB", "BGPPeer", 2),
+                                RouteCount(4, "FIB", "Static", 2),
+                                RouteCount(4, "FIB", "Direct", 1),
+                                RouteCount(4, "FIB", "Kernel", 1)}
+    up = {tuple(sorted(s.labels.items())): s.value for f in families([node])
+          if f.name == "calico_bgp_peer_up" for s in f.samples}
+    base = (("ip_version", "4"), ("node", "node-1"))
+    assert up == {
+        (*base, ("peer_ip", "198.18.0.3"), ("peer_port", "1790"),
+         ("peer_type", "GlobalPeer")): 1.0,
+        (*base, ("peer_ip", "198.18.0.3"), ("peer_port", "1791"),
+         ("peer_type", "GlobalPeer")): 1.0,
+        (*base, ("peer_ip", "198.18.0.4"), ("peer_type", "LocalWorkload")): 0.0}
