@@ -25,6 +25,7 @@ from typing import Any, get_type_hints
 import yaml
 
 ENV_PREFIX = "CALICO_EXPORTER_"
+CALICO_API_GROUPS = ("auto", "crd.projectcalico.org/v1", "projectcalico.org/v3")
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,10 @@ class KubeSettings:
     """kubeconfig context to use; empty means the current context."""
     api_timeout: float = 10.0
     """Timeout of one non-watch API request, in seconds."""
+    calico_api_group: str = "auto"
+    """API group of Calico's resources: auto (discover it as Calico does: crd.projectcalico.org/v1
+    when served, else projectcalico.org/v3; again when it disappears), crd.projectcalico.org/v1
+    or projectcalico.org/v3 (Calico's CALICO_API_GROUP)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +298,11 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             "invalid value for --log-format (CALICO_EXPORTER_LOG_FORMAT): "
             f"{settings.log.log_format!r} is not one of auto, json, console"
+        )
+    if settings.kube.calico_api_group not in CALICO_API_GROUPS:
+        raise ConfigError(
+            "invalid value for --calico-api-group (CALICO_EXPORTER_CALICO_API_GROUP): "
+            f"{settings.kube.calico_api_group!r} is not one of {', '.join(CALICO_API_GROUPS)}"
         )
     ns = settings.node_status
     bad = [c for c in ns.node_status_classes if c not in {"Agent", "BGP", "Routes"}]

@@ -1,4 +1,5 @@
-"""Issue 4 end to end: nke-lab in the emulator, the cluster role, and the real /metrics."""
+"""Issue 4 end to end: nke-lab in the emulator, the cluster role, and the real /metrics, in every
+Calico flavour (the ``lab`` fixture's ``calico_api``)."""
 
 from __future__ import annotations
 
@@ -35,14 +36,12 @@ async def test_live_edits(lab: Lab) -> None:
     """A GNP with a bad selector is counted and selects nothing; a good one isolates testns."""
     await lab.wait_for(lambda s: _selected(s, "k8s", "guestbook", "mypolicy") == 5,
                        what="initial sync")
-    lab.apiserver.create({
-        "apiVersion": "crd.projectcalico.org/v1", "kind": "GlobalNetworkPolicy",
-        "metadata": {"name": "typo"}, "spec": {"selector": "run = 'testpod'"}})
-    lab.apiserver.create({
-        "apiVersion": "crd.projectcalico.org/v1", "kind": "GlobalNetworkPolicy",
-        "metadata": {"name": "default.testpods"},
-        "spec": {"selector": "run == 'testpod'",
-                 "namespaceSelector": "kubernetes.io/metadata.name == 'testns'"}})
+    lab.apiserver.create(lab.calico_object("GlobalNetworkPolicy", "typo",
+                                           spec={"selector": "run = 'testpod'"}))
+    lab.apiserver.create(lab.calico_object(
+        "GlobalNetworkPolicy", "default.testpods",
+        spec={"selector": "run == 'testpod'",
+              "namespaceSelector": "kubernetes.io/metadata.name == 'testns'"}))
     got = await lab.wait_for(
         lambda s: _selected(s, "global", "", "testpods") == 1
         and value(s, "calico_exporter_invalid_objects_total",
