@@ -212,3 +212,31 @@ def test_scenarios_load() -> None:
     assert len(load("ipam-exhaustion").pods) == 61
     assert load("dual-stack").blocks == (("10.244.10.0/26", "ds-node-1"),
                                           ("fd00:10:244::/122", "ds-node-1"))
+
+
+async def test_overlapping_pool_is_not_usable(tmp_path: Path, calico_api: str) -> None:
+    """kube-controllers' FV case "should mark overlapping IP pools with a status condition"
+    (pool_controller_test.go, master 87c1590): test-pool 192.168.1.0/24, then overlapping-pool
+    192.168.0.0/16. With native v3 CRDs the controller marks the second Allocatable=False and
+    calico_ippool_info says usable="false"; the v1 CRDs have no status, so there both stay
+    usable="true"."""
+    lab = await start_lab(tmp_path, calico_api=calico_api)
+    try:
+        for second, (name, cidr) in enumerate((("test-pool", "192.168.1.0/24"),
+                                               ("overlapping-pool", "192.168.0.0/16"))):
+            lab.apiserver.seed([lab.calico_object(
+                "IPPool", name, spec={"cidr": cidr},
+                creationTimestamp=f"2026-01-01T00:00:0{second}Z")])
+        v3 = calico_api == "v3"
+
+        def info(samples: Samples, pool: str) -> list[str]:
+            return [dict(lbl)["usable"] for (name, lbl) in samples
+                    if name == "calico_ippool_info" and dict(lbl)["pool"] == pool]
+
+        samples = await lab.wait_for(
+            lambda s: info(s, "overlapping-pool") == ["false" if v3 else "true"],
+            what="the overlapping pool's usable label")
+        assert info(samples, "test-pool") == ["true"]
+        assert info(samples, "default-ipv4-ippool") == ["true"]
+    finally:
+        await stop_lab(lab)
