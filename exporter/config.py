@@ -153,6 +153,9 @@ class DemoSettings:
     """Take one BGP peer down and up again this often in the demo, in seconds; 0 disables."""
     apiserver_listen: str = "127.0.0.1:6443"
     """Address of the emulated Kubernetes API server in the demo, as host:port."""
+    calico_api: str = "v1"
+    """API group of Calico's resources in the simulated cluster: v1 (crd.projectcalico.org
+    CRDs), v3 (native projectcalico.org CRDs) or both (v1 CRDs and the Calico API server's v3)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +301,11 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             "invalid value for --log-format (CALICO_EXPORTER_LOG_FORMAT): "
             f"{settings.log.log_format!r} is not one of auto, json, console"
+        )
+    if settings.demo.calico_api not in ("v1", "v3", "both"):
+        raise ConfigError(
+            "invalid value for --calico-api (CALICO_EXPORTER_CALICO_API): "
+            f"{settings.demo.calico_api!r} is not one of v1, v3, both"
         )
     if settings.kube.calico_api_group not in CALICO_API_GROUPS:
         raise ConfigError(
