@@ -89,6 +89,8 @@ class ResourceType:
     field_labels: dict[str, Callable[[dict[str, Any]], str]] = field(
         default_factory=lambda: dict(_META_FIELDS)
     )
+    printer_columns: tuple[dict[str, Any], ...] = ()
+    """The CRD version's ``additionalPrinterColumns`` (server-side tables)."""
     backing: ResourceType | None = None
     """For a type the Calico API server serves (``both`` flavour): the ``crd.projectcalico.org``
     type it stores its objects in; None for every type stored in its own right."""
@@ -218,6 +220,7 @@ def crd_types(paths: Iterable[Path] | None = None) -> list[ResourceType]:
                     schema=version["schema"]["openAPIV3Schema"],
                     status_subresource="status" in (version.get("subresources") or {}),
                     field_labels=labels,
+                    printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
                 )
             )
     return out
