@@ -56,3 +56,22 @@ async def test_live_edits(lab: Lab) -> None:
                         direction="ingress") == 0
         and _selected(s, "k8s", "guestbook", "mypolicy") is None,
         what="mypolicy gone")
+
+
+async def test_network_sets(lab: Lab) -> None:
+    """A NetworkSet and a GlobalNetworkSet written where Calico keeps its data are counted, and
+    uncounted once deleted."""
+    lab.apiserver.create(lab.calico_object("NetworkSet", "external-db", namespace="guestbook",
+                                           labels={"role": "db"},
+                                           spec={"nets": ["198.51.100.0/28"]}))
+    lab.apiserver.create(lab.calico_object("GlobalNetworkSet", "a-name-for-the-set",
+                                           labels={"role": "external-database"},
+                                           spec={"nets": ["198.51.100.0/28", "203.0.113.0/24"]}))
+    await lab.wait_for(
+        lambda s: value(s, "calico_network_sets", kind="calico", namespace="guestbook") == 1
+        and value(s, "calico_network_sets", kind="global", namespace="") == 1,
+        what="network sets counted")
+    lab.apiserver.delete(lab.calico("globalnetworksets"), "a-name-for-the-set")
+    await lab.wait_for(
+        lambda s: not value(s, "calico_network_sets", kind="global", namespace=""),
+        what="global network set gone")
