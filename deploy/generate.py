@@ -208,7 +208,8 @@ EXPORTER = [
     alert(
         "CalicoExporterWatchErrors",
         "sum by (cluster, job, instance, resource, reason) "
-        '(rate(calico_exporter_watch_restarts_total{reason!~"end|expired"}[10m])) > 0',
+        '(rate(calico_exporter_watch_restarts_total{reason!~"end|expired|group_changed"}'
+        "[10m])) > 0",
         for_="15m", severity="warning",
         summary="calico-exporter watches of {{ $labels.resource }} keep failing "
                 "({{ $labels.reason }}).",

@@ -25,6 +25,7 @@ from typing import Any, get_type_hints
 import yaml
 
 ENV_PREFIX = "CALICO_EXPORTER_"
+CALICO_API_GROUPS = ("auto", "crd.projectcalico.org/v1", "projectcalico.org/v3")
 
 
 class ConfigError(ValueError):
@@ -99,6 +100,10 @@ class KubeSettings:
     """kubeconfig context to use; empty means the current context."""
     api_timeout: float = 10.0
     """Timeout of one non-watch API request, in seconds."""
+    calico_api_group: str = "auto"
+    """API group of Calico's resources: auto (discover it as Calico does: crd.projectcalico.org/v1
+    when served, else projectcalico.org/v3; again when it disappears), crd.projectcalico.org/v1
+    or projectcalico.org/v3 (Calico's CALICO_API_GROUP)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +188,9 @@ class DemoSettings:
     """Take one BGP peer down and up again this often in the demo, in seconds; 0 disables."""
     apiserver_listen: str = "127.0.0.1:6443"
     """Address of the emulated Kubernetes API server in the demo, as host:port."""
+    calico_api: str = "v1"
+    """API group of Calico's resources in the simulated cluster: v1 (crd.projectcalico.org
+    CRDs), v3 (native projectcalico.org CRDs) or both (v1 CRDs and the Calico API server's v3)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +337,16 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             "invalid value for --log-format (CALICO_EXPORTER_LOG_FORMAT): "
             f"{settings.log.log_format!r} is not one of auto, json, console"
+        )
+    if settings.demo.calico_api not in ("v1", "v3", "both"):
+        raise ConfigError(
+            "invalid value for --calico-api (CALICO_EXPORTER_CALICO_API): "
+            f"{settings.demo.calico_api!r} is not one of v1, v3, both"
+        )
+    if settings.kube.calico_api_group not in CALICO_API_GROUPS:
+        raise ConfigError(
+            "invalid value for --calico-api-group (CALICO_EXPORTER_CALICO_API_GROUP): "
+            f"{settings.kube.calico_api_group!r} is not one of {', '.join(CALICO_API_GROUPS)}"
         )
     _validate_access(settings.access, by_name)
     ns = settings.node_status

@@ -353,7 +353,8 @@ def ipam() -> dict[str, Any]:
                           "{{pool}} capacity", ref="B")),
         table("Pool settings",
               target(f"max by (pool, cidr, block_size, ipip_mode, vxlan_mode, nat_outgoing, "
-                     f"disabled) (calico_ippool_info{sel(**p)})", instant=True, table=True),
+                     f"disabled, usable) (calico_ippool_info{sel(**p)})", instant=True,
+                     table=True),
               hide=["Value"], h=6,
               rename={"block_size": "block size", "ipip_mode": "IPIP", "vxlan_mode": "VXLAN",
                       "nat_outgoing": "NAT outgoing"}),
@@ -584,6 +585,14 @@ def exporter_health() -> dict[str, Any]:
         state_timeline("Data sources", f"min by (instance, source) "
                        f"(calico_exporter_source_up{sel(**j)})", "{{instance}} {{source}}",
                        ok="up", bad="down", w=12, h=6),
+        table("Calico API group",
+              target(f"max by (instance, group, version) "
+                     f"(calico_exporter_calico_api_info{sel(**j)})", instant=True, table=True),
+              hide=["Value"], w=24, h=4,
+              description="Where each cluster exporter reads Calico's resources: "
+                          "crd.projectcalico.org v1, or native projectcalico.org v3 CRDs. It "
+                          "changes when Calico's v1-to-v3 datastore migration deletes the v1 "
+                          "CRDs (watch restarts with reason group_changed)."),
         row("Watches"),
         timeseries("Watch events by resource",
                    target(f"sum by (resource, event) (rate(calico_exporter_watch_events_total"

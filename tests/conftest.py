@@ -1,5 +1,6 @@
 """Suite-wide fixtures: a leaked-task check on every test, structlog set up for tests, and
-``lab``: nke-lab, the API emulator and the exporter's cluster role, running."""
+``lab``: nke-lab, the API emulator and the exporter's cluster role, running, once per Calico
+flavour (``calico_api``: v1, v3, both)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from exporter.logs import configure_logging
-from tests.e2e.lab import Lab, start_lab, stop_lab
+from tests.e2e.lab import CALICO_APIS, Lab, start_lab, stop_lab
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -35,10 +36,16 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
         pytest.fail("leaked asyncio tasks: " + ", ".join(sorted(t.get_name() for t in leaked)))
 
 
+@pytest.fixture(params=CALICO_APIS)
+def calico_api(request: pytest.FixtureRequest) -> str:
+    """The Calico flavour the emulator serves: every end-to-end test runs against each."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
+async def lab(tmp_path: Path, calico_api: str) -> AsyncIterator[Lab]:
     """nke-lab with the exporter managing one CalicoNodeStatus per node (period 1 s)."""
-    running = await start_lab(tmp_path)
+    running = await start_lab(tmp_path, calico_api=calico_api)
     try:
         yield running
     finally:

@@ -46,6 +46,13 @@ class TestCheckConfig:
             ({"CALICO_EXPORTER_NODE_STATUS_UPDATE_PERIOD": "90000"},
              "invalid value for --node-status-update-period "
              "(CALICO_EXPORTER_NODE_STATUS_UPDATE_PERIOD): must be between 0 and 86400"),
+            ({"CALICO_EXPORTER_CALICO_API_GROUP": "projectcalico.org/v1"},
+             "invalid value for --calico-api-group (CALICO_EXPORTER_CALICO_API_GROUP): "
+             "'projectcalico.org/v1' is not one of auto, crd.projectcalico.org/v1, "
+             "projectcalico.org/v3"),
+            ({"CALICO_EXPORTER_CALICO_API": "v2"},
+             "invalid value for --calico-api (CALICO_EXPORTER_CALICO_API): 'v2' is not one of "
+             "v1, v3, both"),
         ],
     )
     def test_bad_env(self, env: dict[str, str], message: str) -> None:

@@ -15,6 +15,7 @@ from exporter.app.supervisor import Job
 from exporter.config import Settings
 from exporter.ipam import wire_ipam
 from exporter.kube import resources as r
+from exporter.kube.apigroups import CalicoApi
 from exporter.kube.client import KubeApi
 from exporter.kube.store import Store
 from exporter.kube.watch import Informer
@@ -64,13 +65,17 @@ class _Watches:
 
     def __init__(self, api: KubeApi, settings: Settings, telemetry: Telemetry, role: Role) -> None:
         self._api, self._settings, self._telemetry, self._role = api, settings, telemetry, role
+        self.calico = CalicoApi(api, telemetry=telemetry,
+                                configured=settings.kube.calico_api_group)
+        """The one decision of Calico's API group every Calico watch and writer follows."""
 
     def add(self, resource: r.Resource, parse: Callable[[RawObject], Any], *,
             label_selector: str | None = None, page_size: int | None = None) -> Store[Any]:
         store: Store[Any] = Store(resource.name)
         informer = Informer(self._api, resource, parse=parse, store=store,
                             settings=self._settings.watch, telemetry=self._telemetry,
-                            label_selector=label_selector, page_size=page_size)
+                            label_selector=label_selector, page_size=page_size,
+                            calico=self.calico)
         self._role.jobs[f"watch-{resource.name}"] = informer.run
         self._role.stores.append(store)
         return store
@@ -90,7 +95,8 @@ def build_cluster_role(api: KubeApi, settings: Settings, telemetry: Telemetry) -
     )
     if ns_settings.manage_node_status:
         refresher = NodeStatusRefresher(api, nodes=nodes, statuses=statuses,
-                                        settings=ns_settings, watch=settings.watch)
+                                        settings=ns_settings, watch=settings.watch,
+                                        calico=watches.calico)
         role.jobs["node-status-refresher"] = refresher.run
     view = NodeStatusView(statuses=statuses, nodes=nodes, prefix=ns_settings.node_status_prefix)
     role.collectors.append(BGPCollector(view.snapshot))

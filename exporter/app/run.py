@@ -100,8 +100,8 @@ calico-exporter demo: the simulated cluster {scenario!r} is running.
 
 Replay the write-up against the simulated lab:
 
-  kubectl --kubeconfig {kubeconfig} get ippools.crd.projectcalico.org -o yaml
-  kubectl --kubeconfig {kubeconfig} get caliconodestatuses.crd.projectcalico.org -o yaml
+  kubectl --kubeconfig {kubeconfig} get ippools.{calico} -o yaml
+  kubectl --kubeconfig {kubeconfig} get caliconodestatuses.{calico} -o yaml
   kubectl --kubeconfig {kubeconfig} get pods -A -o wide
 
 Try:  curl -s http://{listen}/metrics | grep -E 'calico_(bgp_peers|ippool_utiliz|probe_succ)'
@@ -131,7 +131,8 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
             f"invalid value for --scenario (CALICO_EXPORTER_SCENARIO): {exc}") from None
     host, port = split_host_port(settings.demo.apiserver_listen)
     # TLS because kubectl sends its bearer token only over TLS.
-    apiserver = ApiServer(token="demo-token", tls=True)  # noqa: S106  (the emulator's own token)
+    apiserver = ApiServer(token="demo-token", tls=True,  # noqa: S106  (the emulator's token)
+                          calico_api=settings.demo.calico_api)
     try:
         await apiserver.start(host, port)
     except OSError as exc:
@@ -157,7 +158,7 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
                     host = settings.server.listen.rpartition(":")[0]
                     sys.stdout.write(DEMO_BANNER.format(
                         scenario=scenario.name, listen=f"{host}:{port}", apiserver=apiserver.url,
-                        kubeconfig=kubeconfig, flap=(
+                        kubeconfig=kubeconfig, calico=apiserver.calico_group, flap=(
                             f"A BGP session flaps every {settings.demo.flap_interval:.0f} s so "
                             "dashboards and alerts have something to show.\n"
                             if settings.demo.flap_interval > 0 else "")))

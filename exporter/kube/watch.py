@@ -15,11 +15,21 @@ The loop (kopf's ``infinite_watch``/``continuous_watch`` split, in one class):
 Events are decoded with orjson straight from the chunked body; an object that fails to parse is
 logged, counted (``calico_exporter_invalid_objects_total``) and skipped, and the store keeps the
 last valid version of it. Nothing here builds kubernetes-asyncio model objects.
+
+A Calico resource is requested from the group a :class:`~exporter.kube.apigroups.CalicoApi`
+chooses, looked up at every LIST (and checked before every WATCH), never per event. A 404 for it
+re-runs discovery; when the group changed (by this informer or another one, whose change also
+ends this informer's open stream or backoff), the informer relists from the new group at once
+(reason ``group_changed``) and the store is replaced by the LIST's diff, never emptied first.
+Self-metrics name the resource as it is defined (``ippools.crd.projectcalico.org``) whichever
+group serves it (``calico_exporter_calico_api_info`` says which): one stable value per resource,
+so counters neither split nor restart across a datastore migration.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -29,6 +39,7 @@ import orjson
 import structlog
 
 from exporter.config import WatchSettings
+from exporter.kube.apigroups import CalicoApi
 from exporter.kube.client import ApiError, KubeApi
 from exporter.kube.resources import Resource
 from exporter.kube.store import Store
@@ -42,13 +53,18 @@ T = TypeVar("T")
 
 EVENTS = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR")
 """Watch event types, exported with zeros from the start."""
+GROUP_CHANGED = "group_changed"
 RESTART_REASONS = ("end", "expired", "inactivity", "connection", "throttled", "server_error",
-                   "client_error", "malformed")
+                   "client_error", "malformed", GROUP_CHANGED)
 """Why a watch stream was restarted; a bounded set, exported with zeros from the start."""
 
 
 class _Expired(Exception):
     """Our resourceVersion is too old: the only cure is a fresh LIST."""
+
+
+class _GroupChanged(Exception):
+    """Calico's API group changed since our LIST: relist from the new one."""
 
 
 class _Restart(Exception):
@@ -84,9 +100,11 @@ class Informer(Generic[T]):
         field_selector: str | None = None,
         page_size: int | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        calico: CalicoApi | None = None,
     ) -> None:
         """``page_size`` overrides ``settings.list_page_size`` for resources whose objects are
-        large, so that one LIST page never has to be decoded whole in memory."""
+        large, so that one LIST page never has to be decoded whole in memory. ``calico`` decides
+        the group of a Calico resource (``resource`` is its definition)."""
         self.api = api
         self.resource = resource
         self.parse = parse
@@ -100,9 +118,31 @@ class Informer(Generic[T]):
             self.selectors["fieldSelector"] = field_selector
         self._sleep = sleep
         self._page_size = page_size or settings.list_page_size
+        self._calico = calico if calico is not None and calico.covers(resource) else None
+        self._generation = 0
+        self._wake = asyncio.Event()
+        self._resp: aiohttp.ClientResponse | None = None
+        self._served = resource
+        """The resource as requested now: ``resource`` in the group Calico's data is in."""
         self._name = resource.name
         telemetry.declare(self._name, events=EVENTS, reasons=RESTART_REASONS)
         self._event_keys = {kind: (self._name, kind) for kind in EVENTS}
+        if self._calico is not None:
+            self._calico.on_change(self._interrupt)
+
+    def _interrupt(self) -> None:
+        """Calico's group changed: end the open stream or backoff now (the loop relists)."""
+        self._wake.set()
+        if self._resp is not None:
+            self._resp.close()
+
+    async def _follow_group(self) -> None:
+        """Before a LIST: the served resource of the group chosen now."""
+        if self._calico is None:
+            return
+        await self._calico.current()
+        self._generation = self._calico.generation
+        self._served = self._calico.resolve(self.resource)
 
     async def run(self) -> None:
         """List, then watch, forever; only cancellation ends it."""
@@ -113,17 +153,23 @@ class Informer(Generic[T]):
             retry_after: float | None = None
             try:
                 if rv is None:
+                    await self._follow_group()
                     rv = await self.list_once()
                 rv = await self.watch_once(rv)
                 attempt = 0
                 reason = "end"
             except _Expired:
                 rv, reason = None, "expired"
+            except _GroupChanged:
+                rv, reason = None, GROUP_CHANGED
             except _Restart as exc:
                 reason = exc.reason
             except ApiError as exc:
                 if exc.status == 410:
                     rv, reason = None, "expired"
+                elif (exc.status == 404 and self._calico is not None
+                      and await self._calico.rediscover(self._generation)):
+                    rv, reason = None, GROUP_CHANGED
                 else:
                     reason = (
                         "throttled" if exc.status == 429
@@ -137,9 +183,14 @@ class Informer(Generic[T]):
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 reason = "connection"
                 log.debug("watch_connection_error", resource=self._name, error=repr(exc))
+            if self._calico is not None and self._calico.generation != self._generation:
+                rv, reason = None, GROUP_CHANGED  # another watch found the new group: follow
             self.telemetry.watch_restarts[(self._name, reason)] += 1
-            if reason in ("end", "expired"):
-                log.debug("watch_restarted", resource=self._name, reason=reason)
+            if reason in ("end", "expired", GROUP_CHANGED):
+                if reason == GROUP_CHANGED:
+                    log.info("watch_restarted", resource=self._name, reason=reason)
+                else:
+                    log.debug("watch_restarted", resource=self._name, reason=reason)
                 continue
             self.telemetry.mark("kubernetes", self._name, False)
             delay = backoff_delay(attempt, initial=self.settings.backoff_initial,
@@ -147,7 +198,12 @@ class Informer(Generic[T]):
             attempt += 1
             log.info("watch_restarted", resource=self._name, reason=reason,
                      delay=round(delay, 3))
-            await self._sleep(delay)
+            if self._calico is None:
+                await self._sleep(delay)
+            else:  # a change of Calico's group ends the wait
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
 
     async def list_once(self) -> str:
         """LIST every page of one snapshot into the store; returns the list resourceVersion."""
@@ -156,7 +212,7 @@ class Informer(Generic[T]):
         query["limit"] = str(self._page_size)
         rv = ""
         while True:
-            body = await self.api.list(self.resource, query=query)
+            body = await self.api.list(self._served, query=query)
             items = body.get("items") or []
             for raw in items:
                 parsed = self._parse(raw)
@@ -185,10 +241,13 @@ class Informer(Generic[T]):
             timeoutSeconds=str(max(1, int(self.settings.watch_timeout))),
         )
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.inactivity_timeout)
-        resp = await self.api.open("GET", self.resource.path(), query=query, timeout=timeout)
+        if self._calico is not None and self._calico.generation != self._generation:
+            raise _GroupChanged
+        resp = await self.api.open("GET", self._served.path(), query=query, timeout=timeout)
         self.telemetry.mark("kubernetes", self._name, True)
         parts: list[bytes] = []  # an event split across chunks: its pieces, until its newline
         event = self._event
+        self._resp = resp
         async with resp:
             while True:
                 try:

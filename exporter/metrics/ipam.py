@@ -48,8 +48,11 @@ POOL_BLOCKS_CAPACITY = MetricSpec(
 )
 POOL_INFO = MetricSpec(
     "calico_ippool_info", "gauge",
-    "IP pool settings; always 1.",
-    ("pool", "cidr", "block_size", "ipip_mode", "vxlan_mode", "nat_outgoing", "disabled"),
+    "IP pool settings; always 1. usable is \"false\" when the pool's Allocatable condition is "
+    "False (Calico's IP pool controller marks disabled, terminating and overlapping pools so "
+    "with native v3 CRDs; IPAM then skips the pool).",
+    ("pool", "cidr", "block_size", "ipip_mode", "vxlan_mode", "nat_outgoing", "disabled",
+     "usable"),
 )
 BLOCK_ALLOCATED = MetricSpec(
     "calico_ipam_block_allocated_addresses", "gauge",
@@ -152,6 +155,7 @@ class IpamCollector:
                 [
                     pool.name, str(pool.cidr), str(pool.block_size), pool.ipip_mode,
                     pool.vxlan_mode, _bool(pool.nat_outgoing), _bool(pool.disabled),
+                    _bool(pool.usable),
                 ],
                 1.0,
             )

@@ -29,7 +29,8 @@ WATCH_RESTARTS = MetricSpec(
     "calico_exporter_watch_restarts_total", "counter",
     "Watch streams restarted, by resource and reason: end (server closed it normally), expired "
     "(410, relisted), inactivity, connection, throttled (429), server_error (5xx), "
-    "client_error, malformed.",
+    "client_error, malformed, group_changed (Calico's API group changed, relisted from the "
+    "new one).",
     ("resource", "reason"),
 )
 INVALID_OBJECTS = MetricSpec(
@@ -38,7 +39,15 @@ INVALID_OBJECTS = MetricSpec(
     ("resource",),
 )
 
-SPECS = (BUILD_INFO, SOURCE_UP, WATCH_EVENTS, WATCH_RESTARTS, INVALID_OBJECTS)
+CALICO_API_INFO = MetricSpec(
+    "calico_exporter_calico_api_info", "gauge",
+    "The API group and version the exporter reads Calico's resources from, discovered at start "
+    "and again when that group disappears (crd.projectcalico.org v1, or native "
+    "projectcalico.org v3 CRDs); always 1.",
+    ("group", "version"),
+)
+
+SPECS = (BUILD_INFO, SOURCE_UP, WATCH_EVENTS, WATCH_RESTARTS, INVALID_OBJECTS, CALICO_API_INFO)
 
 
 class SelfCollector:
@@ -70,3 +79,7 @@ class SelfCollector:
         for resource, n in sorted(self._t.invalid_objects.items()):
             invalid.add_metric([resource], n)
         yield invalid
+        if self._t.calico_api is not None:
+            api = CALICO_API_INFO.gauge()
+            api.add_metric(list(self._t.calico_api), 1.0)
+            yield api

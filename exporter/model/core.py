@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import orjson
+
 from exporter.model import ParseError, RawObject
 
 _EMPTY: Mapping[str, str] = {}
@@ -52,6 +54,37 @@ def parse_labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
         _LABEL_MAPS.clear()
     _LABEL_MAPS[tuple(parsed.items())] = parsed
     return parsed
+
+
+CALICO_METADATA = "projectcalico.org/metadata"
+"""Annotation in which Calico stores the v3 metadata of a ``crd.projectcalico.org/v1`` object
+written through its API (calicoctl, the Calico API server)."""
+
+
+def parse_calico_labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
+    """The labels of a Calico object as Calico reads them, in either API group.
+
+    A ``crd.projectcalico.org/v1`` object written through Calico's API keeps its labels in the
+    ``projectcalico.org/metadata`` annotation, and only Calico's own labels in
+    ``metadata.labels``; Calico merges the two, the annotation's winning
+    (``ConvertK8sResourceToCalicoResource``, ``libcalico-go/lib/backend/k8s/resources/
+    resources.go`` at v3.32.1). Native ``projectcalico.org/v3`` objects have plain labels.
+    """
+    labels = parse_labels(meta)
+    annotations = meta.get("annotations")
+    stored = annotations.get(CALICO_METADATA) if isinstance(annotations, dict) else None
+    if stored is None:
+        return labels
+    try:
+        stored_meta = orjson.loads(stored)
+    except (orjson.JSONDecodeError, TypeError):
+        raise ParseError(f"annotation {CALICO_METADATA} is not JSON") from None
+    if not isinstance(stored_meta, dict):
+        raise ParseError(f"annotation {CALICO_METADATA} is not an object")
+    extra = parse_labels(stored_meta)
+    if not extra:
+        return labels
+    return parse_labels({"labels": {**labels, **extra}})
 
 
 def _meta(raw: RawObject) -> Mapping[str, Any]:

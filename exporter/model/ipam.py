@@ -9,7 +9,16 @@ Parsing follows Calico's own reading of the ``crd.projectcalico.org/v1`` objects
   allocated ordinals and their :class:`AllocationOwner` (one object per ``attributes[]`` entry,
   shared by the ordinals pointing at it). Thousands of blocks stay cheap: no object per address,
   and few objects for Python's garbage collector to walk;
-- ``deleted`` is read as a bool or as Go's ``strconv.ParseBool`` string (v1 BlockAffinity).
+- ``deleted`` is read as a bool or as Go's ``strconv.ParseBool`` string (v1 BlockAffinity; a
+  bool in ``projectcalico.org/v3``);
+- an IPPool is not usable when its ``status.conditions`` has ``type: Allocatable`` with
+  ``status: "False"``, which kube-controllers' IP pool controller writes for a disabled,
+  terminating or overlapping pool (v3 CRDs; ``kube-controllers/pkg/controllers/ippool/
+  pool_controller.go``) and which makes Calico's IPAM skip the pool (``filterIPPool`` in
+  ``libcalico-go/lib/clientv3/client.go`` on master); without the condition a pool is usable.
+
+The same parsers read both API groups: the ``crd.projectcalico.org/v1`` and native
+``projectcalico.org/v3`` objects of these kinds have the same fields.
 
 Objects marked ``deleted: true`` (Calico's mark-then-delete) parse to a value whose ``deleted``
 flag is set and whose contents are not validated further; they stay in the store like any object
@@ -124,6 +133,8 @@ class IPPool:
     node_selector: str = "all()"
     allowed_uses: tuple[str, ...] = DEFAULT_ALLOWED_USES
     assignment_mode: str = "Automatic"
+    usable: bool = True
+    """False when the pool's ``Allocatable`` condition is ``False`` (IPAM skips the pool)."""
 
     @property
     def ip_version(self) -> int:
@@ -166,6 +177,7 @@ def parse_ippool(raw: RawObject) -> IPPool:
         raise ParseError("spec.allowedUses is not a list of strings")
     return IPPool(
         name=name,
+        usable=_allocatable(raw),
         cidr=cidr,
         block_size=block_size,
         ipip_mode=_str(spec, "ipipMode", "Never"),
@@ -179,6 +191,26 @@ def parse_ippool(raw: RawObject) -> IPPool:
         allowed_uses=allowed,
         assignment_mode=_str(spec, "assignmentMode", "Automatic"),
     )
+
+
+POOL_CONDITION = "Allocatable"
+"""``v3.IPPoolConditionAllocatable`` (``api/pkg/apis/projectcalico/v3/ippool.go``)."""
+
+
+def _allocatable(raw: RawObject) -> bool:
+    """Whether no ``Allocatable`` condition of the pool's status says ``"False"``."""
+    status = raw.get("status")
+    if status is None:
+        return True
+    if not isinstance(status, dict):
+        raise ParseError("status is not an object")
+    conditions = status.get("conditions")
+    if conditions is None:
+        return True
+    if not isinstance(conditions, list) or not all(isinstance(c, dict) for c in conditions):
+        raise ParseError("status.conditions is not a list of objects")
+    return not any(c.get("type") == POOL_CONDITION and c.get("status") == "False"
+                   for c in conditions)
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from exporter.model import ParseError, RawObject
-from exporter.model.core import parse_labels
+from exporter.model.core import parse_calico_labels
 
 PolicyKind = Literal["k8s", "calico", "global"]
 """Label value of the ``kind`` label: Kubernetes NetworkPolicy, Calico NetworkPolicy, GNP."""
@@ -452,7 +452,7 @@ def _parse_network_set(raw: RawObject, *, namespaced: bool) -> NetworkSet:
         except ValueError:
             raise ParseError(f"spec.nets entry {net!r} is not an address or CIDR") from None
     return NetworkSet(
-        namespace=sys.intern(namespace), name=meta["name"], labels=parse_labels(meta),
+        namespace=sys.intern(namespace), name=meta["name"], labels=parse_calico_labels(meta),
         nets=len(nets),
     )
 

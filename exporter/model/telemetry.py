@@ -28,6 +28,9 @@ class Telemetry:
     source_up: dict[str, bool] = field(default_factory=dict)
     """source name (kubernetes, bird, bird6, probes config, ...) -> answers right now."""
 
+    calico_api: tuple[str, str] | None = None
+    """(group, version) serving Calico's resources now; None where no Calico API is read."""
+
     parts: dict[str, dict[str, bool]] = field(default_factory=dict)
     """source -> part -> last attempt succeeded; a source with parts is up when all of them are
     (the kubernetes source is up when every watch's last request succeeded)."""

@@ -9,6 +9,13 @@ even when they carry our name.
 Writes happen only when something changed: node join, node leave, drift. The loop is driven by
 store notifications (a queue of node names), never by a timer, so a steady cluster costs zero
 API writes. Transient API errors are retried with jittered backoff.
+
+Objects are written in the API group that holds Calico's data now
+(:class:`~exporter.kube.apigroups.CalicoApi`); a create answered 404 (the group's CRDs are gone)
+re-runs discovery before the retry. Only ``metadata`` and ``spec`` are ever written: where
+CalicoNodeStatus has a ``status`` subresource (Calico master), calico-node writes the status
+through it and our writes of the object leave it alone; where it has none, our merge patches do
+not touch ``status`` either.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ from typing import Any
 import structlog
 
 from exporter.config import NodeStatusSettings, WatchSettings
+from exporter.kube.apigroups import CalicoApi
 from exporter.kube.client import ApiError, KubeApi
-from exporter.kube.resources import CALICO_NODE_STATUSES
+from exporter.kube.resources import CALICO_NODE_STATUSES, Resource
 from exporter.kube.store import Store
 from exporter.kube.watch import backoff_delay
 from exporter.model import ObjectKey
@@ -39,8 +47,9 @@ class NodeStatusRefresher:
     """Reconciles our CalicoNodeStatus objects against the Node store, one node at a time."""
 
     def __init__(self, api: KubeApi, *, nodes: Store[Node], statuses: Store[CalicoNodeStatus],
-                 settings: NodeStatusSettings, watch: WatchSettings) -> None:
+                 settings: NodeStatusSettings, watch: WatchSettings, calico: CalicoApi) -> None:
         self._api = api
+        self._calico = calico
         self._nodes = nodes
         self._statuses = statuses
         self._settings = settings
@@ -146,10 +155,16 @@ class NodeStatusRefresher:
     def _owner(self, node: Node) -> list[dict[str, Any]]:
         return [{"apiVersion": "v1", "kind": "Node", "name": node.name, "uid": node.uid}]
 
+    def _resource(self) -> Resource:
+        """CalicoNodeStatus in the group that holds Calico's data now."""
+        return self._calico.resolve(CALICO_NODE_STATUSES)
+
     async def _create(self, node: Node) -> None:
+        generation = self._calico.generation
+        resource = self._resource()
         body = {
-            "apiVersion": CALICO_NODE_STATUSES.api_version,
-            "kind": CALICO_NODE_STATUSES.kind,
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
             "metadata": {
                 "name": self.name_for(node.name),
                 "labels": {MANAGED_BY: MANAGER},
@@ -158,8 +173,10 @@ class NodeStatusRefresher:
             "spec": self.desired_spec(node.name),
         }
         try:
-            await self._api.create(CALICO_NODE_STATUSES, body)
+            await self._api.create(resource, body)
         except ApiError as exc:
+            if exc.status == 404:
+                await self._calico.rediscover(generation)  # the retry uses the group found
             if exc.status != 409:
                 raise
             return  # created meanwhile (by an earlier us): the watch brings it, then we check it
@@ -169,7 +186,7 @@ class NodeStatusRefresher:
         patch = {"metadata": {"ownerReferences": self._owner(node)},
                  "spec": self.desired_spec(node.name)}
         try:
-            await self._api.patch_merge(CALICO_NODE_STATUSES, existing.name, patch)
+            await self._api.patch_merge(self._resource(), existing.name, patch)
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -178,7 +195,7 @@ class NodeStatusRefresher:
 
     async def _delete(self, status: CalicoNodeStatus) -> None:
         try:
-            await self._api.delete(CALICO_NODE_STATUSES, status.name, uid=status.uid or None)
+            await self._api.delete(self._resource(), status.name, uid=status.uid or None)
         except ApiError as exc:
             if exc.status not in (404, 409):
                 raise

@@ -3,9 +3,18 @@ in-process control API, faithful to the semantics of a real v1.32 API server tha
 watch-based client and kubectl rely on.
 
 Served: v1 nodes, pods, namespaces; networking.k8s.io/v1 networkpolicies; coordination.k8s.io/v1
-leases; and the nine ``crd.projectcalico.org/v1`` CRDs of ``crds/`` (scopes, schemas and
-subresources from the CRD files: none of them has a status subresource in v3.32.1, so
-``.../caliconodestatuses/NAME/status`` is 404).
+leases; and Calico's CRDs in one of three flavours (``calico_api``, see
+:func:`exporter.sim.resources.calico_types`): ``v1``, the ``crd.projectcalico.org/v1`` CRDs of
+``crds/`` (none has a status subresource in v3.32.1, so ``.../caliconodestatuses/NAME/status``
+is 404); ``v3``, the native ``projectcalico.org/v3`` CRDs of ``crds-v3/`` (IPPool has a status
+subresource); ``both``, the v1 CRDs plus the ``projectcalico.org/v3`` that Calico's aggregated API
+server serves from them (the same objects, converted as Calico converts them, at the storage's
+resourceVersions; writes go through to the v1 objects: :mod:`exporter.sim.aggregated`). Scopes,
+schemas and subresources come from the CRD files; ``cns_status_subresource=True`` gives
+CalicoNodeStatus the ``status`` subresource of Calico master. CRDs can be installed
+(``serve_crds``) and a whole group deleted (``drop_group``) while serving, as Calico's v1-to-v3
+datastore migration does: the CRD finalizer deletes every object (DELETED events), then the
+group leaves discovery, its requests get 404 and its open watches end.
 
 HTTP semantics (each has a contract test in ``tests/sim/test_apiserver_contract.py``):
 
@@ -81,10 +90,18 @@ import orjson
 import yaml
 from aiohttp import web
 
-from exporter.sim import errors, rbac, reviews, tables
+from exporter.sim import aggregated, errors, rbac, reviews, tables
 from exporter.sim.errors import ApiError
 from exporter.sim.openapi import OpenApiDocs
-from exporter.sim.resources import Registry, ResourceType, builtin_types, crd_types
+from exporter.sim.resources import (
+    CALICO_GROUP,
+    CALICO_V3_GROUP,
+    Registry,
+    ResourceType,
+    builtin_types,
+    calico_types,
+    crd_types,
+)
 from exporter.sim.selectors import FieldSelector, LabelSelector, SelectorError
 from exporter.sim.store import (
     APPLY_PATCH,
@@ -194,8 +211,14 @@ class ApiServer:
         crd_files: Iterable[Path] | None = None,
         tls: bool = False,
         request_log_limit: int = 100_000,
+        calico_api: str = "v1",
+        cns_status_subresource: bool = False,
     ) -> None:
-        self.registry = Registry([*builtin_types(), *crd_types(crd_files)])
+        """``crd_files`` serves exactly those CRDs instead of a Calico flavour."""
+        self.cns_status_subresource = cns_status_subresource
+        custom = crd_types(crd_files) if crd_files is not None else calico_types(
+            calico_api, cns_status_subresource=cns_status_subresource)
+        self.registry = Registry([*builtin_types(), *custom])
         self.store = Store(self.registry, system_namespaces=system_namespaces)
         self.token = token
         self.user = user
@@ -295,6 +318,53 @@ class ApiServer:
         """The current global resourceVersion (etcd revision)."""
         return self.store.rv
 
+    @property
+    def calico_group(self) -> str:
+        """The group whose CRDs hold Calico's data: ``crd.projectcalico.org`` while its CRDs are
+        served, else ``projectcalico.org`` when native v3 CRDs are; "" when neither is."""
+        stored = {rt.group for rt in self.registry.types if rt.backing is None}
+        for group in (CALICO_GROUP, CALICO_V3_GROUP):
+            if group in stored:
+                return group
+        return ""
+
+    @property
+    def calico_api_version(self) -> str:
+        """``crd.projectcalico.org/v1`` or ``projectcalico.org/v3``: where Calico writes."""
+        group = self.calico_group
+        return {CALICO_GROUP: f"{CALICO_GROUP}/v1",
+                CALICO_V3_GROUP: f"{CALICO_V3_GROUP}/v3"}.get(group, "")
+
+    def calico_resource(self, plural: str) -> str:
+        """``plural.group`` of a Calico resource in the group that holds the data."""
+        return f"{plural}.{self.calico_group}"
+
+    def serve_crds(self, paths: Iterable[Path]) -> list[ResourceType]:
+        """Install CRDs while serving: their types join discovery (a type with the key of a
+        served one, such as the Calico API server's, replaces it: its watches end)."""
+        types = crd_types(paths)
+        for rt in types:
+            if self.cns_status_subresource and rt.plural == "caliconodestatuses":
+                rt.status_subresource = True
+            old = self.registry.by_path(rt.group, rt.version, rt.plural)
+            if old is not None:
+                self.store.remove_type(old, delete_instances=False)
+        self.registry.add(types)
+        self.store.add_types(types)
+        self.openapi = OpenApiDocs(self.registry)
+        return types
+
+    def drop_group(self, group: str, *, delete_instances: bool = True) -> None:
+        """Delete every CRD of ``group`` while serving, as ``kubectl delete crd`` does: each
+        object is deleted first (``delete_instances``), then the types leave discovery (with the
+        Calico API server types served from them), requests get 404 and open watches end."""
+        gone = [rt for rt in self.registry.types
+                if rt.group == group or (rt.backing is not None and rt.backing.group == group)]
+        for rt in gone:
+            self.store.remove_type(rt, delete_instances=delete_instances and rt.backing is None)
+            self.registry.remove(rt)
+        self.openapi = OpenApiDocs(self.registry)
+
     def write_kubeconfig(self, path: str | Path) -> Path:
         """Write a kubeconfig for this server (URL, token, and the CA when serving TLS) usable by
         kubectl and kubernetes-asyncio. kubectl sends the token only over TLS (``tls=True``)."""
@@ -335,6 +405,8 @@ class ApiServer:
         """Create ``obj`` (type from apiVersion/kind); validated like a POST; emits ADDED."""
         rt = self._type_of(obj)
         ns = str((obj.get("metadata") or {}).get("namespace") or "")
+        if rt.backing is not None:
+            return aggregated.Writer(self.store).create(rt, ns, obj)[0]
         created, _ = self.store.create(rt, ns, obj)
         return created
 
@@ -357,13 +429,24 @@ class ApiServer:
                                     labels, fields)
         return [orjson.loads(e.raw) for e in entries]
 
-    def update(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Replace ``obj`` (spec and status); checks ``metadata.resourceVersion`` when present."""
+    def update(self, obj: dict[str, Any], *, subresource: str | None = None) -> dict[str, Any]:
+        """Replace ``obj`` (spec and status); checks ``metadata.resourceVersion`` when present.
+        ``subresource="status"`` writes only the status, as a PUT to ``.../status`` does (404
+        when the type has no status subresource)."""
         rt = self._type_of(obj)
         meta = obj.get("metadata") or {}
-        updated, _ = self.store.update(rt, str(meta.get("namespace") or ""),
-                                       str(meta.get("name") or ""), obj, require_rv=False,
-                                       raw_write=True)
+        ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        if rt.backing is not None:
+            return aggregated.Writer(self.store).update(rt, ns, name, obj,
+                                                        subresource=subresource,
+                                                        require_rv=False)[0]
+        if subresource is not None:
+            if subresource != "status" or not rt.status_subresource:
+                raise errors.no_route()
+            updated, _ = self.store.update(rt, ns, name, obj, subresource=subresource,
+                                           require_rv=False)
+            return updated
+        updated, _ = self.store.update(rt, ns, name, obj, require_rv=False, raw_write=True)
         return updated
 
     def patch(self, resource: str, name: str, patch: dict[str, Any] | builtins.list[Any], *,
@@ -374,6 +457,9 @@ class ApiServer:
                         "strategic": STRATEGIC_PATCH}.get(patch_type)
         if content_type is None:
             raise ValueError(f"unknown patch_type {patch_type!r}")
+        if rt.backing is not None:
+            return aggregated.Writer(self.store).patch(rt, namespace or "", name, content_type,
+                                                       patch)[0]
         patched, _ = self.store.patch(rt, namespace or "", name, content_type, patch,
                                       raw_write=True)
         return patched
@@ -383,6 +469,8 @@ class ApiServer:
         """Delete; returns the deleted object, or the object now pending deletion (finalizers)."""
         rt = self.resolve(resource)
         opts = {"propagationPolicy": propagation_policy} if propagation_policy else None
+        if rt.backing is not None:
+            return aggregated.Writer(self.store).delete(rt, namespace or "", name, opts)
         return self.store.delete(rt, namespace or "", name, opts)
 
     def subscribe(self, resource: str,
@@ -410,7 +498,13 @@ class ApiServer:
                 meta = obj.get("metadata") or {}
                 ns = str(meta.get("namespace") or "") if rt.namespaced else ""
                 name = str(meta.get("name") or "")
-                if name and (ns, name) in store.bucket(rt).objects:
+                if rt.backing is not None and (ns, name) in store.bucket(rt).objects:
+                    body = dict(obj, metadata={k: v for k, v in meta.items()
+                                               if k != "resourceVersion"})
+                    aggregated.Writer(store).update(rt, ns, name, body, require_rv=False)
+                elif rt.backing is not None:
+                    aggregated.Writer(store).create(rt, ns, obj)
+                elif name and (ns, name) in store.bucket(rt).objects:
                     body = dict(obj, metadata={k: v for k, v in meta.items()
                                                if k != "resourceVersion"})
                     store.update(rt, ns, name, body, require_rv=False, raw_write=True)
@@ -771,6 +865,7 @@ class ApiServer:
                      body: bytes) -> web.StreamResponse:
         store, rt, query = self.store, route.rt, request.query
         ns = route.namespace
+        writer: Store | aggregated.Writer = aggregated.Writer(store) if rt.backing else store
         if verb == "get":
             entry = store.get_entry(rt, ns, route.name)
             if self._as_table(request):
@@ -783,13 +878,13 @@ class ApiServer:
             return await self._list(request, route)
         if verb == "create":
             obj = self._decode(request, body)
-            created, warnings = store.create(rt, ns, obj, dry_run=self._dry_run(query),
-                                             field_validation=self._field_validation(query))
+            created, warnings = writer.create(rt, ns, obj, dry_run=self._dry_run(query),
+                                              field_validation=self._field_validation(query))
             return self._write_response(created, warnings, 201)
         if verb == "update":
             obj = self._decode(request, body)
             existed = (ns if rt.namespaced else "", route.name) in store.bucket(rt).objects
-            updated, warnings = store.update(
+            updated, warnings = writer.update(
                 rt, ns, route.name, obj, subresource=route.subresource or None,
                 dry_run=self._dry_run(query), field_validation=self._field_validation(query))
             return self._write_response(updated, warnings, 200 if existed else 201)
@@ -799,13 +894,13 @@ class ApiServer:
             if ctype not in accepted:
                 raise errors.unsupported_media(accepted)
             patch = self._decode(request, body, patch=True)
-            patched, warnings = store.patch(
+            patched, warnings = writer.patch(
                 rt, ns, route.name, ctype, patch, subresource=route.subresource or None,
                 dry_run=self._dry_run(query), field_validation=self._field_validation(query))
             return self._write_response(patched, warnings, 200)
         if verb == "delete":
             options = self._delete_options(request, body)
-            deleted = store.delete(rt, ns, route.name, options, dry_run=self._dry_run(query))
+            deleted = writer.delete(rt, ns, route.name, options, dry_run=self._dry_run(query))
             return self._json(deleted)
         # deletecollection
         options = self._delete_options(request, body)
@@ -816,8 +911,8 @@ class ApiServer:
         for entry in items:
             meta = entry.obj["metadata"]
             try:
-                out.append(store.delete(rt, str(meta.get("namespace") or ""), meta["name"],
-                                        options, dry_run=dry_run))
+                out.append(writer.delete(rt, str(meta.get("namespace") or ""), meta["name"],
+                                         options, dry_run=dry_run))
             except ApiError as exc:
                 if exc.status != 404:
                     raise
@@ -1114,8 +1209,8 @@ class ApiServer:
                     await resp.write(b"".join(pending))
                     sent += len(pending)
                     pending = []
-                if self._closing:
-                    break
+                if self._closing or bucket.removed:
+                    break  # stopping, or the type's CRD was deleted
                 now = loop.time()
                 if error_at is not None and now >= error_at:
                     await resp.write(self._error_line(

@@ -9,7 +9,11 @@ It treats CalicoNodeStatus exactly as calico-node's reporter does (``calico-mode
 - only the classes in ``spec.classes`` are filled; ``since`` is ``HH:MM:SS`` within 20 hours of
   the state change, else ``YYYY-MM-DD``; ``lastUpdated`` changes only when the content changes,
   and an unchanged status is not written at all;
-- the status is written through the main resource (no status subresource in v3.32.1).
+- the status is written through the main resource when CalicoNodeStatus has no status
+  subresource (v3.32.1), through ``/status`` when it has one (master: ``UpdateStatus()``).
+
+The objects live in whichever group holds Calico's data (``crd.projectcalico.org/v1`` or native
+``projectcalico.org/v3``), looked up at every report, so a reporter follows a datastore migration.
 
 The BGP facts themselves (which sessions are up, which blocks each node announces) come from the
 :class:`~exporter.sim.cluster.SimCluster` that owns the reporters.
@@ -30,7 +34,8 @@ if TYPE_CHECKING:
     from exporter.sim.apiserver import ApiServer
     from exporter.sim.cluster import SimCluster
 
-CNS = "caliconodestatuses.crd.projectcalico.org"
+CNS = "caliconodestatuses"
+"""The plural; the group is the one holding Calico's data (``ApiServer.calico_resource``)."""
 BIRD_VERSION = "v0.3.3+birdv1.6.8"
 
 
@@ -116,9 +121,10 @@ class StatusReporter:
 
     def report(self, name: str) -> None:
         """Collect and write the status once; skip the write when nothing changed."""
+        resource = self.api.calico_resource(CNS)
         try:
-            obj = self.api.get(CNS, name)
-        except ApiError:
+            obj = self.api.get(resource, name)
+        except (ApiError, ValueError):
             return
         classes = (obj.get("spec") or {}).get("classes") or []
         now = self.clock()
@@ -135,7 +141,8 @@ class StatusReporter:
             return
         status["lastUpdated"] = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         obj["status"] = status
+        subresource = "status" if self.api.resolve(resource).status_subresource else None
         try:
-            self.api.update(obj)
+            self.api.update(obj, subresource=subresource)
         except ApiError:
             return  # conflict or gone: the next event or tick reports again

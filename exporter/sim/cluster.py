@@ -11,6 +11,12 @@ the reflectors with each other (NodePeer). A node learns, over each established 
 blocks affine to the nodes behind that peer (FIB for the first path, RIB for alternatives), and
 reports its own blocks (Static blackhole), pod /32s and default route (Kernel) and its subnet
 (Direct), as calico-node's route populator does.
+
+Calico's objects are written into the group that holds its data (``ApiServer.calico_group``):
+``crd.projectcalico.org/v1``, or native ``projectcalico.org/v3``, where the simulated
+kube-controllers also keeps each IPPool's ``Allocatable`` condition as Calico's IP pool controller
+does (:meth:`SimCluster.reconcile_pool_conditions`). :meth:`SimCluster.migrate_to_v3` performs
+Calico's v1-to-v3 datastore migration while everything runs.
 """
 
 from __future__ import annotations
@@ -23,13 +29,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from exporter.sim import calicoapi
 from exporter.sim.apiserver import ApiServer
 from exporter.sim.calico_node import BIRD_VERSION, CNS, StatusReporter, bird_since, bird_time
 from exporter.sim.errors import ApiError
 from exporter.sim.ipam import IpamAllocator
+from exporter.sim.resources import CRD_V3_DIR, V3_PLURALS
 from exporter.sim.scenario import Scenario, SimNode, SimPod
 
-CALICO = "crd.projectcalico.org/v1"
+POOL_CONDITION = "Allocatable"
+"""The IPPool condition Calico's IP pool controller keeps (v3 CRDs only)."""
 
 
 def _pair(a: str, b: str) -> frozenset[str]:
@@ -51,7 +60,7 @@ class SimCluster:
         self.session_changed: dict[frozenset[str], float] = {}
         self.booted = clock()
         self._reporters: dict[str, StatusReporter] = {}
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
         self._container = 0
         self._flapper: asyncio.Task[None] | None = None
 
@@ -72,18 +81,42 @@ class SimCluster:
             self.add_pod(pod)
         for namespace, name in sc.leaks:
             self.delete_pod(namespace, name, leak=True)
-        self.api.seed([dict(obj) for obj in sc.objects])
-        self._unsubscribe = self.api.subscribe(CNS, self._on_status_event)
-        for obj in self.api.list(CNS):
+        self.api.seed([self._in_data_group(obj) for obj in sc.objects])
+        self._watch_calico()
+
+    def _watch_calico(self) -> None:
+        """Subscribe the reporters (and, with v3 CRDs, the IP pool controller) to the group that
+        holds Calico's data."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = [self.api.subscribe(self._r(CNS), self._on_status_event)]
+        for obj in self.api.list(self._r(CNS)):
             self._on_status_event("ADDED", obj)
+        if self.api.calico_group == calicoapi.V3_GROUP:
+            self._unsubscribe.append(self.api.subscribe(
+                self._r("ippools"), lambda kind, obj: self.reconcile_pool_conditions()))
+            self.reconcile_pool_conditions()
+
+    def _r(self, plural: str) -> str:
+        """``plural.group`` of a Calico resource in the group that holds the data."""
+        return self.api.calico_resource(plural)
+
+    def _in_data_group(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """A scenario object (written as ``crd.projectcalico.org/v1``) in the group that holds
+        Calico's data."""
+        if obj.get("apiVersion") != calicoapi.V1_API or (
+                self.api.calico_api_version == calicoapi.V1_API):
+            return dict(obj)
+        return calicoapi.migrated(obj)
 
     async def stop(self) -> None:
         if self._flapper is not None:
             self._flapper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flapper
-        if self._unsubscribe is not None:
-            self._unsubscribe()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
         for reporter in self._reporters.values():
             await reporter.stop()
 
@@ -105,11 +138,10 @@ class SimCluster:
                 "metadata": {"name": name,
                              "labels": {"kubernetes.io/metadata.name": name, **labels}}}
 
-    @staticmethod
-    def _ippool(pool: dict[str, Any]) -> dict[str, Any]:
+    def _ippool(self, pool: dict[str, Any]) -> dict[str, Any]:
         spec = {k: v for k, v in pool.items() if k != "name"}
-        return {"apiVersion": CALICO, "kind": "IPPool", "metadata": {"name": pool["name"]},
-                "spec": spec}
+        return {"apiVersion": self.api.calico_api_version, "kind": "IPPool",
+                "metadata": {"name": pool["name"]}, "spec": spec}
 
     def add_node(self, node: SimNode) -> None:
         self.nodes[node.name] = node
@@ -128,7 +160,7 @@ class SimCluster:
         })
         reporter = StatusReporter(self, self.api, node.name, clock=self.clock)
         self._reporters[node.name] = reporter
-        for obj in self.api.list(CNS):
+        for obj in self.api.list(self._r(CNS)):
             reporter.on_event("ADDED", obj)
         self._poke()
 
@@ -149,15 +181,15 @@ class SimCluster:
     def _release_node_blocks(self, node: str) -> None:
         """What kube-controllers does for a deleted node: drop its block affinities; delete its
         empty blocks, and keep blocks that still hold addresses without an affinity."""
-        for affinity in self.api.list("blockaffinities"):
+        for affinity in self.api.list(self._r("blockaffinities")):
             if (affinity.get("spec") or {}).get("node") == node:
-                self.api.delete("blockaffinities", affinity["metadata"]["name"])
-        for block in self.api.list("ipamblocks"):
+                self.api.delete(self._r("blockaffinities"), affinity["metadata"]["name"])
+        for block in self.api.list(self._r("ipamblocks")):
             spec = block.get("spec") or {}
             if spec.get("affinity") != f"host:{node}":
                 continue
             if all(a is None for a in spec.get("allocations") or []):
-                self.api.delete("ipamblocks", block["metadata"]["name"])
+                self.api.delete(self._r("ipamblocks"), block["metadata"]["name"])
             else:
                 del spec["affinity"]
                 self.api.update(block)
@@ -282,7 +314,7 @@ class SimCluster:
 
     def _blocks_by_node(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for block in self.api.list("ipamblocks"):
+        for block in self.api.list(self._r("ipamblocks")):
             affinity = (block.get("spec") or {}).get("affinity") or ""
             if affinity.startswith("host:"):
                 out.setdefault(affinity[5:], []).append(block["spec"]["cidr"])
@@ -343,6 +375,104 @@ class SimCluster:
         if routes[6]:
             status["routesV6"] = routes[6]
         return status
+
+    # ------------------------------------------------------------------ Calico's API groups
+
+    def reconcile_pool_conditions(self) -> None:
+        """What kube-controllers' IP pool controller does after every IPPool change, with v3 CRDs
+        (it only runs there): ``reconcileConditions`` in
+        ``kube-controllers/pkg/controllers/ippool/pool_controller.go`` (v3.32.1 and master
+        87c1590). Pools are taken in order: allocatable ones first, then terminating, then
+        not allocatable, then new ones (each by creationTimestamp, then name). A disabled pool is
+        ``Allocatable=False`` (``PoolDisabled``); a terminating one ``False``
+        (``Terminating``) and still masks overlapping pools; a pool overlapping a pool already
+        taken is ``False`` (``CIDROverlap``); any other pool is taken and ``True`` (``OK``).
+        A condition is written, through the status subresource, only when it changes
+        (``setConditionOnPool``). Finalizers are not simulated: a deleted pool goes at once."""
+        resource = self._r("ippools")
+        pools = self.api.list(resource)
+
+        def current(pool: dict[str, Any]) -> dict[str, Any] | None:
+            for cond in (pool.get("status") or {}).get("conditions") or []:
+                if cond.get("type") == POOL_CONDITION:
+                    return dict(cond)
+            return None
+
+        def category(pool: dict[str, Any]) -> int:
+            deleting = bool(pool["metadata"].get("deletionTimestamp"))
+            status = (current(pool) or {}).get("status")
+            if status == "True" and not deleting:
+                return 0
+            if deleting:
+                return 1
+            return 2 if status == "False" else 3
+
+        pools.sort(key=lambda p: (category(p), p["metadata"].get("creationTimestamp") or "",
+                                  p["metadata"]["name"]))
+        taken: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for pool in pools:
+            spec = pool.get("spec") or {}
+            try:
+                net = ipaddress.ip_network(str(spec.get("cidr")), strict=False)
+            except ValueError:
+                continue
+            if spec.get("disabled"):
+                want = ("False", "PoolDisabled", "IPPool.Spec.Disabled is true")
+            elif pool["metadata"].get("deletionTimestamp"):
+                want = ("False", "Terminating", "IPPool is being deleted")
+                taken.append(net)
+            elif any(net.version == t.version and net.overlaps(t) for t in taken):
+                want = ("False", "CIDROverlap",
+                        "CIDR overlaps another pool; disabled to prevent IP allocation conflicts.")
+            else:
+                want = ("True", "OK", "IPPool is available for IP allocation.")
+                taken.append(net)
+            have = current(pool)
+            if have is not None and (have.get("status"), have.get("reason"),
+                                     have.get("message")) == want:
+                continue
+            condition = {"type": POOL_CONDITION, "status": want[0], "reason": want[1],
+                         "message": want[2],
+                         "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                             time.gmtime(self.clock()))}
+            others = [c for c in (pool.get("status") or {}).get("conditions") or []
+                      if c.get("type") != POOL_CONDITION]
+            pool["status"] = {**(pool.get("status") or {}), "conditions": [*others, condition]}
+            sub = "status" if self.api.resolve(resource).status_subresource else None
+            with contextlib.suppress(ApiError):  # gone or changed meanwhile: the next event
+                self.api.update(pool, subresource=sub)
+
+    def migrate_to_v3(self, *, delete_instances: bool = True) -> None:
+        """Calico's v1-to-v3 datastore migration, while everything runs (kube-controllers'
+        migration controller, ``kube-controllers/pkg/controllers/migration/`` on master
+        87c1590): the native v3 CRDs are installed (replacing the Calico API server's types,
+        whose APIService the migration deletes), every v1 object is created in v3 as
+        ``migrators.defaultConvert`` copies it (:func:`calicoapi.migrated`: the object as the
+        v1 backend reads it, without server-side metadata, under a new uid), calico-node and
+        kube-controllers move to v3, and the v1 CRDs are deleted (``delete_instances``: their
+        objects first, as the CRD finalizer does)."""
+        api = self.api
+        if api.calico_group != calicoapi.V1_GROUP:
+            raise RuntimeError("Calico's data is not in crd.projectcalico.org/v1: nothing to "
+                               "migrate")
+        stored = [rt for rt in api.registry.types
+                  if rt.group == calicoapi.V1_GROUP and rt.backing is None]
+        objects = {rt.plural: (rt.kind, api.list(f"{rt.plural}.{calicoapi.V1_GROUP}"))
+                   for rt in stored}
+        api.serve_crds(sorted(CRD_V3_DIR.glob("*.yaml")))
+        served = {rt.plural: rt for rt in api.registry.types if rt.group == calicoapi.V3_GROUP}
+        for plural, (_, items) in sorted(objects.items()):
+            rt = served.get(V3_PLURALS.get(plural, plural))
+            if rt is None:
+                continue
+            for obj in items:
+                api.create(calicoapi.migrated(obj, kind=rt.kind))
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+        api.drop_group(calicoapi.V1_GROUP, delete_instances=delete_instances)
+        self._watch_calico()
+        self._poke()
 
     # ------------------------------------------------------------------ demo liveliness
 

@@ -1,8 +1,10 @@
 """Calico IPAM for the simulated cluster: blocks, affinities, handles, written like Calico does.
 
 This is the independent truth the exporter's IPAM figures are tested against, so it imports only
-``exporter.sim`` and works on raw ``crd.projectcalico.org/v1`` objects through the emulator's
-synchronous API. It follows libcalico-go's IPAM (``lib/ipam/ipam.go``, ``ipam_block.go``):
+``exporter.sim`` and works on raw objects through the emulator's synchronous API, in the group
+that holds Calico's data (``crd.projectcalico.org/v1``, or native ``projectcalico.org/v3`` where
+``BlockAffinity.spec.deleted`` is a bool rather than a string), looked up at every call. It
+follows libcalico-go's IPAM (``lib/ipam/ipam.go``, ``ipam_block.go``):
 
 - pools are read from the emulator at every call; a pool takes part in automatic assignment when it
   is not disabled, has the IP version asked for, allows the use (``Workload`` for pods, ``Tunnel``
@@ -41,7 +43,7 @@ from typing import Any, Protocol
 
 from exporter.sim.errors import ApiError
 
-CALICO = "crd.projectcalico.org/v1"
+V1 = "crd.projectcalico.org/v1"
 POD_NETWORK = "k8s-pod-network"
 """The CNI network name: pod handles are ``k8s-pod-network.<containerID>``."""
 
@@ -72,6 +74,11 @@ class Api(Protocol):
     def update(self, obj: dict[str, Any]) -> dict[str, Any]: ...
 
     def delete(self, resource: str, name: str, namespace: str | None = None) -> Any: ...
+
+    def calico_resource(self, plural: str) -> str: ...
+
+    @property
+    def calico_api_version(self) -> str: ...
 
 
 class IpamError(Exception):
@@ -190,7 +197,7 @@ class IpamAllocator:
         pool = self._pool_containing(net.network_address)
         if pool is None or net.prefixlen != pool.block_size:
             raise IpamError(f"{cidr} is not a block of any IP pool")
-        existing = self._get("ipamblocks", cidr_to_name(str(net)))
+        existing = self._get(self._r("ipamblocks"), cidr_to_name(str(net)))
         if existing is not None:
             if existing["spec"].get("affinity") != f"host:{node}":
                 owner = existing["spec"].get("affinity") or "no affinity"
@@ -269,7 +276,7 @@ class IpamAllocator:
 
     def _pools(self, version: int | None = None, *, use: str | None = None) -> list[_Pool]:
         pools = []
-        for obj in self.api.list("ippools"):
+        for obj in self.api.list(self._r("ippools")):
             spec = obj.get("spec") or {}
             cidr = _network(spec.get("cidr"))
             if cidr is None or (version is not None and cidr.version != version):
@@ -300,7 +307,7 @@ class IpamAllocator:
         if not pools:
             raise IpamExhausted(f"no IPv{version} pool allows {use} addresses")
         blocks: dict[_Net, dict[str, Any]] = {}
-        for obj in self.api.list("ipamblocks"):
+        for obj in self.api.list(self._r("ipamblocks")):
             net = _network(obj["spec"].get("cidr"))
             if net is not None and net.version == version and len(
                 obj["spec"].get("allocations") or ()
@@ -341,10 +348,10 @@ class IpamAllocator:
         if pool is None:
             raise IpamError(f"{ip} is not in any IP pool")
         net = ipaddress.ip_network((int(ip), pool.block_size), strict=False)
-        existing = self._get("ipamblocks", cidr_to_name(str(net)))
+        existing = self._get(self._r("ipamblocks"), cidr_to_name(str(net)))
         if existing is None:
             self._claim(node, net)
-        block = existing or self.api.get("ipamblocks", cidr_to_name(str(net)))
+        block = existing or self.api.get(self._r("ipamblocks"), cidr_to_name(str(net)))
         ordinal = int(ip) - int(net.network_address)
         if block["spec"]["allocations"][ordinal] is not None:
             raise IpamError(f"{ip} is already allocated")
@@ -356,7 +363,7 @@ class IpamAllocator:
         """Take one ordinal of the block for the handle: handle first, then the block."""
         cidr = str(net)
         self._handle_add(handle, cidr, 1)
-        block = copy.deepcopy(self.api.get("ipamblocks", cidr_to_name(cidr)))
+        block = copy.deepcopy(self.api.get(self._r("ipamblocks"), cidr_to_name(cidr)))
         spec = block["spec"]
         if ordinal is None:
             ordinal = spec["unallocated"][0]
@@ -381,7 +388,7 @@ class IpamAllocator:
         cidr = str(net)
         name = affinity_name(node, cidr)
         affinity = self.api.create({
-            "apiVersion": CALICO,
+            "apiVersion": self.api.calico_api_version,
             "kind": "BlockAffinity",
             "metadata": {
                 "name": name,
@@ -392,11 +399,12 @@ class IpamAllocator:
                 },
             },
             "spec": {"state": "pending", "node": node, "type": "host", "cidr": cidr,
-                     "deleted": "false"},
+                     # a string in v1 (strconv.ParseBool), a bool in v3
+                     "deleted": "false" if self.api.calico_api_version == V1 else False},
         })
         size = 1 << (net.max_prefixlen - net.prefixlen)
         self.api.create({
-            "apiVersion": CALICO,
+            "apiVersion": self.api.calico_api_version,
             "kind": "IPAMBlock",
             "metadata": {"name": cidr_to_name(cidr)},
             "spec": {
@@ -422,18 +430,18 @@ class IpamAllocator:
 
     def _release_handle(self, handle: str) -> None:
         """Free every address of the handle (blocks first), then delete the handle."""
-        handle_obj = self._get("ipamhandles", handle_name(handle))
+        handle_obj = self._get(self._r("ipamhandles"), handle_name(handle))
         cidrs: Sequence[str]
         if handle_obj is not None:
             cidrs = sorted((handle_obj["spec"].get("block") or {}).keys())
         else:
-            cidrs = sorted(b["spec"]["cidr"] for b in self.api.list("ipamblocks"))
+            cidrs = sorted(b["spec"]["cidr"] for b in self.api.list(self._r("ipamblocks")))
         for cidr in cidrs:
-            block = self._get("ipamblocks", cidr_to_name(cidr))
+            block = self._get(self._r("ipamblocks"), cidr_to_name(cidr))
             if block is not None:
                 self._release_in_block(copy.deepcopy(block), handle)
         if handle_obj is not None:
-            self.api.delete("ipamhandles", handle_name(handle))
+            self.api.delete(self._r("ipamhandles"), handle_name(handle))
 
     def _release_in_block(self, block: dict[str, Any], handle: str) -> None:
         spec = block["spec"]
@@ -458,10 +466,10 @@ class IpamAllocator:
     # ------------------------------------------------------------------ handles
 
     def _handle_add(self, handle: str, cidr: str, n: int) -> None:
-        obj = self._get("ipamhandles", handle_name(handle))
+        obj = self._get(self._r("ipamhandles"), handle_name(handle))
         if obj is None:
             self.api.create({
-                "apiVersion": CALICO,
+                "apiVersion": self.api.calico_api_version,
                 "kind": "IPAMHandle",
                 "metadata": {"name": handle_name(handle)},
                 "spec": {"handleID": handle, "block": {cidr: n}, "deleted": False},
@@ -473,6 +481,10 @@ class IpamAllocator:
         self.api.update(obj)
 
     # ------------------------------------------------------------------ helpers
+
+    def _r(self, plural: str) -> str:
+        """``plural.group`` in the group that holds Calico's data."""
+        return self.api.calico_resource(plural)
 
     def _get(self, resource: str, name: str) -> dict[str, Any] | None:
         try:

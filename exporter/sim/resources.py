@@ -1,9 +1,16 @@
 """The resource types the emulator serves, with the scope, verbs, subresources and field labels
-of a real v1.32 API server, and for the Calico kinds the schema of the CRD files in ``crds/``.
+of a real v1.32 API server, and for the Calico kinds the schema of the CRD files in ``crds/``
+(``crd.projectcalico.org/v1``, and any other group's CRD there) and ``crds-v3/`` (native
+``projectcalico.org/v3``).
+
+Which Calico group is served is a flavour (:func:`calico_types`): ``v1`` (every release so far),
+``v3`` (native v3 CRDs: v3.32 tech preview, master's default) or ``both`` (v1 CRDs plus the
+``projectcalico.org/v3`` that Calico's aggregated API server serves from them).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +19,19 @@ from typing import Any
 import yaml
 
 CRD_DIR = Path(__file__).parent / "crds"
+CRD_V3_DIR = Path(__file__).parent / "crds-v3"
 CALICO_GROUP = "crd.projectcalico.org"
+CALICO_V3_GROUP = "projectcalico.org"
+CALICO_APIS = ("v1", "v3", "both")
+"""The Calico API flavours the emulator serves (see :func:`calico_types`)."""
+
+V3_PLURALS = {"ipamconfigs": "ipamconfigurations"}
+"""v1 plurals whose v3 plural differs (``libcalico-go/lib/backend/k8s/resources/ipam_config.go``:
+``IPAMConfigs`` in v1, ``IPAMConfigurations`` in v3); every other plural is the same."""
+
+NOT_AGGREGATED = frozenset({"ipamblocks", "ipamhandles"})
+"""v3 plurals the Calico API server does not serve (``apiserver/pkg/registry/projectcalico/rest/
+storage_calico.go`` at v3.32.1 has no storage for them)."""
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -70,6 +89,11 @@ class ResourceType:
     field_labels: dict[str, Callable[[dict[str, Any]], str]] = field(
         default_factory=lambda: dict(_META_FIELDS)
     )
+    printer_columns: tuple[dict[str, Any], ...] = ()
+    """The CRD version's ``additionalPrinterColumns`` (server-side tables)."""
+    backing: ResourceType | None = None
+    """For a type the Calico API server serves (``both`` flavour): the ``crd.projectcalico.org``
+    type it stores its objects in; None for every type stored in its own right."""
 
     @property
     def custom(self) -> bool:
@@ -175,9 +199,7 @@ def crd_types(paths: Iterable[Path] | None = None) -> list[ResourceType]:
     files = sorted(paths) if paths is not None else sorted(CRD_DIR.glob("*.yaml"))
     out: list[ResourceType] = []
     for path in files:
-        with path.open() as fh:
-            crd = yaml.safe_load(fh)
-        spec = crd["spec"]
+        spec = load_crd(path)["spec"]
         names = spec["names"]
         for version in spec["versions"]:
             if not version.get("served", True):
@@ -198,18 +220,95 @@ def crd_types(paths: Iterable[Path] | None = None) -> list[ResourceType]:
                     schema=version["schema"]["openAPIV3Schema"],
                     status_subresource="status" in (version.get("subresources") or {}),
                     field_labels=labels,
+                    printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
                 )
             )
     return out
+
+
+@functools.cache
+def load_crd(path: Path) -> dict[str, Any]:
+    """One CRD file, parsed once per process (the files are package data and never change;
+    callers treat the result as read-only)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with path.open() as fh:
+        crd: dict[str, Any] = yaml.load(fh, Loader=loader)  # noqa: S506  (a safe loader)
+    return crd
+
+
+def crd_group(path: Path) -> str:
+    """``spec.group`` of a CRD file."""
+    return str(load_crd(path)["spec"]["group"])
+
+
+def calico_types(calico_api: str = "v1", *,
+                 cns_status_subresource: bool = False) -> list[ResourceType]:
+    """The custom resource types of one Calico flavour.
+
+    * ``v1``: every CRD file of ``crds/`` (the ``crd.projectcalico.org`` ones and any other
+      group's, such as ``policy.networking.k8s.io``);
+    * ``v3``: the ``crds/`` files of groups other than ``crd.projectcalico.org``, and every file
+      of ``crds-v3/``;
+    * ``both``: ``v1`` plus, for every v3 kind the Calico API server serves and whose v1 CRD is
+      here, a ``projectcalico.org/v3`` type backed by the v1 one (:attr:`ResourceType.backing`;
+      the aggregated server has no status subresource for these kinds).
+
+    ``cns_status_subresource`` gives CalicoNodeStatus a ``status`` subresource in the group that
+    stores it, as the CRDs of Calico master do (calico-node writes its status through it).
+    """
+    if calico_api not in CALICO_APIS:
+        raise ValueError(f"unknown Calico API flavour {calico_api!r}; one of "
+                         f"{', '.join(CALICO_APIS)}")
+    v1_files = sorted(CRD_DIR.glob("*.yaml"))
+    if calico_api == "v3":
+        files = [p for p in v1_files if crd_group(p) != CALICO_GROUP]
+        files += sorted(CRD_V3_DIR.glob("*.yaml"))
+    else:
+        files = v1_files
+    types = crd_types(files)
+    if cns_status_subresource:
+        for rt in types:
+            if rt.plural == "caliconodestatuses" and rt.group in (CALICO_GROUP, CALICO_V3_GROUP):
+                rt.status_subresource = True
+    if calico_api == "both":
+        stored = {rt.plural: rt for rt in types if rt.group == CALICO_GROUP}
+        v1_plural = {v3: v1 for v1, v3 in V3_PLURALS.items()}
+        for rt in crd_types(sorted(CRD_V3_DIR.glob("*.yaml"))):
+            backing = stored.get(v1_plural.get(rt.plural, rt.plural))
+            if backing is None or rt.plural in NOT_AGGREGATED:
+                continue
+            rt.status_subresource = False
+            rt.backing = backing
+            types.append(rt)
+    return types
 
 
 class Registry:
     """Lookup of served types by path parts, by kubectl-style name and by apiVersion/kind."""
 
     def __init__(self, types: Iterable[ResourceType]) -> None:
-        self.types = list(types)
-        self._by_key = {t.key: t for t in self.types}
-        self._by_gvk = {(t.api_version, t.kind): t for t in self.types}
+        self.types: list[ResourceType] = []
+        self._by_key: dict[tuple[str, str, str], ResourceType] = {}
+        self._by_gvk: dict[tuple[str, str], ResourceType] = {}
+        self.add(types)
+
+    def add(self, types: Iterable[ResourceType]) -> None:
+        """Serve more types (a type with the key of a served one replaces it)."""
+        for rt in types:
+            old = self._by_key.get(rt.key)
+            if old is not None:
+                self.types.remove(old)
+                self._by_gvk.pop((old.api_version, old.kind), None)
+            self.types.append(rt)
+            self._by_key[rt.key] = rt
+            self._by_gvk[(rt.api_version, rt.kind)] = rt
+
+    def remove(self, rt: ResourceType) -> None:
+        """Stop serving one type."""
+        if self._by_key.get(rt.key) is rt:
+            self.types.remove(rt)
+            del self._by_key[rt.key]
+            self._by_gvk.pop((rt.api_version, rt.kind), None)
 
     def by_path(self, group: str, version: str, plural: str) -> ResourceType | None:
         return self._by_key.get((group, version, plural))

@@ -12,6 +12,13 @@ the object serialized once (``raw``), so lists and watch events are byte concate
 The garbage collector (ownerReferences, propagation policies, namespace termination) runs as a
 background step after the write that made it necessary (``call_soon`` when an event loop runs,
 otherwise at the end of the write).
+
+Types can be added and removed while serving (CRDs installed and deleted). A removed type's bucket
+is marked ``removed`` so that its open watches end. A type with a ``backing`` type (the
+``projectcalico.org/v3`` the Calico API server serves from the ``crd.projectcalico.org/v1``
+CRDs) is a mirror: every committed change of the backing bucket is committed, converted, into the
+mirror in the same step and at the same resourceVersion, as the aggregated server passes the
+storage revision through; the mirror is never written on its own.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from exporter.sim import errors, schema
+from exporter.sim import calicoapi, errors, schema
 from exporter.sim.errors import ApiError
 from exporter.sim.jsonpatch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from exporter.sim.resources import Registry, ResourceType
@@ -122,8 +129,8 @@ class Event:
 class Bucket:
     """The objects, event log and waiting watchers of one resource type."""
 
-    __slots__ = ("floor", "log", "log_rvs", "objects", "rt", "sorted_keys", "subscribers",
-                 "waiters")
+    __slots__ = ("floor", "log", "log_rvs", "mirrors", "objects", "origin", "removed", "rt",
+                 "sorted_keys", "subscribers", "waiters")
 
     def __init__(self, rt: ResourceType) -> None:
         self.rt = rt
@@ -134,6 +141,12 @@ class Bucket:
         self.sorted_keys: list[Key] | None = None
         self.waiters: set[asyncio.Event] = set()
         self.subscribers: list[Subscriber] = []
+        self.mirrors: list[Bucket] = []
+        """Buckets of the types served from this one (``ResourceType.backing``)."""
+        self.origin: dict[Key, Key] = {}
+        """For a mirror: the key of each object in the backing bucket."""
+        self.removed = False
+        """The type is no longer served: open watches end."""
 
     def keys_sorted(self) -> list[Key]:
         if self.sorted_keys is None:
@@ -155,7 +168,7 @@ class Store:
         self.compacted_rv = 0
         self.max_log = max_log
         self.buckets: dict[tuple[str, str, str], Bucket] = {
-            rt.key: Bucket(rt) for rt in registry.types
+            rt.key: Bucket(rt) for rt in registry.types if rt.backing is None
         }
         self._snapshots: dict[tuple[tuple[str, str, str], int],
                               tuple[list[Key], list[Entry]]] = {}
@@ -170,6 +183,7 @@ class Store:
         # or contents to go: any deletion re-checks them.
         self._waiting: set[tuple[tuple[str, str, str], Key]] = set()
         self.rv_waiters: list[asyncio.Future[None]] = []
+        self.add_types([rt for rt in registry.types if rt.backing is not None])
         self.ns_rt = registry.by_path("", "v1", "namespaces")
         if system_namespaces and self.ns_rt is not None:
             for name in _SYSTEM_NAMESPACES:
@@ -179,7 +193,61 @@ class Store:
     # ------------------------------------------------------------------ reading
 
     def bucket(self, rt: ResourceType) -> Bucket:
-        return self.buckets[rt.key]
+        bucket = self.buckets.get(rt.key)
+        if bucket is None:
+            raise errors.no_route()  # its CRD was deleted meanwhile
+        return bucket
+
+    def add_types(self, types: Iterable[ResourceType]) -> None:
+        """Start storing more types (the registry serves them); a mirror type is filled from its
+        backing bucket at once. A type replacing one with the same key starts empty."""
+        for rt in types:
+            old = self.buckets.get(rt.key)
+            if old is not None:
+                self._drop_bucket(old)
+            bucket = Bucket(rt)
+            self.buckets[rt.key] = bucket
+            bucket.floor = self.rv  # a new type has no history to watch from
+            if rt.backing is not None:
+                backing = self.buckets[rt.backing.key]
+                backing.mirrors.append(bucket)
+                for key in backing.keys_sorted():
+                    entry = backing.objects[key]
+                    self._commit_mirror(bucket, ADDED, key, orjson.loads(entry.raw), entry.rv,
+                                        log=False)
+
+    def remove_type(self, rt: ResourceType, *, delete_instances: bool = True) -> None:
+        """Stop storing a type, as deleting its CRD does: with ``delete_instances`` every object
+        is deleted first (watchers see the DELETED events of the CRD finalizer), then the bucket
+        and its mirrors are removed and their open watches end."""
+        bucket = self.buckets.get(rt.key)
+        if bucket is None:
+            return
+        if delete_instances:
+            for ns, name in list(bucket.keys_sorted()):
+                if (ns, name) in bucket.objects:
+                    final = orjson.loads(bucket.objects[(ns, name)].raw)
+                    self._commit(bucket, DELETED, (ns, name), final, bucket.objects[(ns, name)])
+        self._drop_bucket(bucket)
+
+    def _drop_bucket(self, bucket: Bucket) -> None:
+        for mirror in list(bucket.mirrors):
+            self._drop_bucket(mirror)
+        if self.buckets.get(bucket.rt.key) is bucket:
+            del self.buckets[bucket.rt.key]
+        backing = bucket.rt.backing
+        if backing is not None and backing.key in self.buckets:
+            mirrors = self.buckets[backing.key].mirrors
+            if bucket in mirrors:
+                mirrors.remove(bucket)
+        for uid_deps in self._dependents.values():
+            uid_deps.difference_update({ref for ref in uid_deps if ref[0] == bucket.rt.key})
+        self._gc_pending = {ref for ref in self._gc_pending if ref[0] != bucket.rt.key}
+        self._waiting = {ref for ref in self._waiting if ref[0] != bucket.rt.key}
+        self._snapshots = {k: v for k, v in self._snapshots.items() if k[0] != bucket.rt.key}
+        bucket.removed = True
+        for waiter in bucket.waiters:
+            waiter.set()
 
     def get_entry(self, rt: ResourceType, ns: str, name: str) -> Entry:
         entry = self.buckets[rt.key].objects.get((ns if rt.namespaced else "", name))
@@ -198,7 +266,7 @@ class Store:
 
     def snapshot_keyed(self, rt: ResourceType, rv: int) -> tuple[list[Key], list[Entry]]:
         """``(sorted keys, entries)`` of ``rt`` as of ``rv``; memoized (history is immutable)."""
-        bucket = self.buckets[rt.key]
+        bucket = self.bucket(rt)
         rv = min(rv, self.rv)
         memo = self._snapshots.get((rt.key, rv))
         if memo is not None:
@@ -248,14 +316,9 @@ class Store:
                 bucket.sorted_keys = None
             bucket.objects[key] = entry
         self._index_owners(bucket.rt, key, prev, entry if type_ != DELETED else None)
-        event = Event(rv, type_, key, entry, prev)
-        bucket.log.append(event)
-        bucket.log_rvs.append(rv)
-        if len(bucket.log) > self.max_log:
-            cut = len(bucket.log) // 2
-            bucket.floor = bucket.log_rvs[cut - 1]
-            del bucket.log[:cut]
-            del bucket.log_rvs[:cut]
+        event = self._log(bucket, rv, type_, key, entry, prev)
+        for mirror in bucket.mirrors:
+            self._commit_mirror(mirror, type_, key, orjson.loads(entry.raw), rv)
         for waiter in bucket.waiters:
             waiter.set()
         if self.rv_waiters:
@@ -266,6 +329,49 @@ class Store:
         if bucket.subscribers:
             self._notify(bucket, type_, entry)
         return event
+
+    def _log(self, bucket: Bucket, rv: int, type_: str, key: Key, entry: Entry,
+             prev: Entry | None) -> Event:
+        """Append one event to a bucket's log, trimming an over-long log (raises its floor)."""
+        event = Event(rv, type_, key, entry, prev)
+        bucket.log.append(event)
+        bucket.log_rvs.append(rv)
+        if len(bucket.log) > self.max_log:
+            cut = len(bucket.log) // 2
+            bucket.floor = bucket.log_rvs[cut - 1]
+            del bucket.log[:cut]
+            del bucket.log_rvs[:cut]
+        return event
+
+    def _commit_mirror(self, mirror: Bucket, type_: str, origin: Key, obj: dict[str, Any],
+                       rv: int, *, log: bool = True) -> None:
+        """Commit the view of one backing change into a mirror bucket, at the backing's RV
+        (``log=False``: fill a new mirror, which has no history)."""
+        view = calicoapi.to_v3(obj, kind=mirror.rt.kind)
+        meta = view["metadata"]
+        meta["resourceVersion"] = str(rv)
+        key = (str(meta.get("namespace") or ""), str(meta["name"]))
+        prev = mirror.objects.get(key)
+        if type_ == DELETED:
+            if prev is None:
+                return
+            del mirror.objects[key]
+            mirror.origin.pop(key, None)
+            mirror.sorted_keys = None
+        else:
+            type_ = ADDED if prev is None else MODIFIED
+            if prev is None:
+                mirror.sorted_keys = None
+            mirror.objects[key] = Entry(view)
+            mirror.origin[key] = origin
+        if not log:
+            return
+        entry = Entry(view) if type_ == DELETED else mirror.objects[key]
+        self._log(mirror, rv, type_, key, entry, prev)
+        for waiter in mirror.waiters:
+            waiter.set()
+        if mirror.subscribers:
+            self._notify(mirror, type_, entry)
 
     def _notify(self, bucket: Bucket, type_: str, entry: Entry) -> None:
         self._pending_notify.append((bucket, type_, entry))
@@ -836,8 +942,8 @@ class Store:
         ns = key[1]
         remaining = False
         for other in self.buckets.values():
-            if not other.rt.namespaced:
-                continue
+            if not other.rt.namespaced or other.rt.backing is not None:
+                continue  # a mirror empties with its backing bucket
             for okey in [k for k in other.keys_sorted() if k[0] == ns]:
                 remaining = True
                 if not other.objects[okey].obj["metadata"].get("deletionTimestamp"):

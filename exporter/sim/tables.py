@@ -2,17 +2,24 @@
 ``Accept: application/json;as=Table;v=v1;g=meta.k8s.io``.
 
 Columns follow the real server's printers for pods, nodes, namespaces, network policies and
-leases (``-o wide`` shows the priority-1 columns); custom resources get Name and Age (the
-Calico CRDs declare no additionalPrinterColumns). Rows carry the object as
+leases (``-o wide`` shows the priority-1 columns); custom resources get Name and their CRD's
+``additionalPrinterColumns`` (the native v3 Calico CRDs declare some), or Name and Age when it
+declares none, as apiextensions-apiserver's table convertor does: a ``date`` cell is the age of
+the timestamp, a ``string`` cell prints a list or map as compact JSON, and a path matching nothing
+is an empty cell. Column paths are the simple JSONPath CRDs use: ``.a.b`` and filters
+``[?(@.key=='value')]``. Rows carry the object as
 PartialObjectMetadata (``includeObject=Metadata``, the default), the full object with
 ``includeObject=Object``, or nothing with ``includeObject=None``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from exporter.sim.resources import ResourceType
 
@@ -26,12 +33,68 @@ def wants_table(accept: str) -> bool:
 
 
 def _age(obj: dict[str, Any]) -> str:
-    stamp = obj["metadata"].get("creationTimestamp")
+    return _since(obj["metadata"].get("creationTimestamp"))
+
+
+def _since(stamp: object) -> str:
     if not stamp:
         return "<unknown>"
-    then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    try:
+        then = datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return "<invalid>"
     secs = max(int((datetime.now(UTC) - then).total_seconds()), 0)
     return human_duration(secs)
+
+
+_STEP = re.compile(r"\.([A-Za-z0-9_-]+)|\[\?\(@\.([A-Za-z0-9_-]+)=='([^']*)'\)\]")
+
+
+def _find(obj: Any, path: str) -> list[Any]:
+    """The values a CRD column's JSONPath selects (``.a.b``, ``[?(@.k=='v')]`` filters)."""
+    values = [obj]
+    pos = 0
+    while pos < len(path):
+        step = _STEP.match(path, pos)
+        if step is None:
+            return []
+        pos = step.end()
+        key, field, want = step.groups()
+        out: list[Any] = []
+        for value in values:
+            if key is not None and isinstance(value, dict) and key in value:
+                out.append(value[key])
+            elif key is None and isinstance(value, list):
+                out.extend(v for v in value if isinstance(v, dict) and v.get(field) == want)
+        values = out
+    return values
+
+
+def _printer_cell(column: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
+    path, kind = str(column["jsonPath"]), str(column.get("type") or "string")
+
+    def cell(obj: dict[str, Any]) -> Any:
+        found = _find(obj, path)
+        if not found or found[0] is None:
+            return None
+        value = found[0]
+        if kind == "string":
+            if isinstance(value, dict | list):
+                return orjson.dumps(value).decode()
+            if isinstance(value, bool):
+                return "true" if value else "false"
+            return str(value)
+        if kind == "integer" and isinstance(value, int | float) and not isinstance(value, bool):
+            return int(value)
+        if kind == "number" and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if kind == "boolean" and isinstance(value, bool):
+            return value
+        if kind == "date" and isinstance(value, str):
+            return _since(value)
+        return None
+
+    return cell
 
 
 def human_duration(secs: int) -> str:
@@ -169,12 +232,20 @@ _DEFAULT: list[Column] = [("Name", "string", 0, _name), ("Age", "date", 0, _age)
 
 
 def columns(rt: ResourceType) -> list[Column]:
+    if rt.printer_columns:
+        return [("Name", "string", 0, _name)] + [
+            (str(c["name"]), str(c.get("type") or "string"), int(c.get("priority") or 0),
+             _printer_cell(c)) for c in rt.printer_columns]
     return _COLUMNS.get((rt.group, rt.plural), _DEFAULT)
 
 
 def column_definitions(rt: ResourceType) -> list[dict[str, Any]]:
+    described = {str(c["name"]): str(c.get("description") or "Custom resource definition "
+                                      f"column (in JSONPath format): {c['jsonPath']}")
+                 for c in rt.printer_columns}
     return [{"name": name, "type": "integer" if name == "Restarts" else typ,
-             "format": "name" if name == "Name" else "", "description": name,
+             "format": "name" if name == "Name" else "",
+             "description": described.get(name, name) if name != "Name" else name,
              "priority": prio}
             for name, typ, prio, _ in columns(rt)]
 

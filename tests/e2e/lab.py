@@ -2,6 +2,11 @@
 
 The exporter runs in-process through the same ``serve_roles`` the CLI uses and talks to the
 emulator over HTTP with the real kubernetes-asyncio client; tests read its real ``/metrics``.
+
+The emulator serves Calico in one flavour (``calico_api``): ``v1`` (crd.projectcalico.org CRDs),
+``v3`` (native projectcalico.org CRDs) or ``both`` (v1 CRDs and the Calico API server's v3 on top
+of them). The end-to-end suites take the flavour from the ``calico_api`` fixture
+(``tests/conftest.py``), so each of them runs against every flavour.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -46,6 +52,10 @@ def series(samples: Samples, name: str, **labels: str) -> list[dict[str, str]]:
     return [dict(lbl) for (n, lbl) in samples if n == name and want <= set(lbl)]
 
 
+CALICO_APIS = ("v1", "v3", "both")
+"""The Calico flavours every end-to-end suite runs against."""
+
+
 @dataclass
 class Lab:
     apiserver: ApiServer
@@ -56,6 +66,24 @@ class Lab:
     port: int = 0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+
+    def calico(self, plural: str) -> str:
+        """``plural.group`` of a Calico resource where the emulator holds Calico's data."""
+        return self.apiserver.calico_resource(plural)
+
+    @property
+    def calico_api_version(self) -> str:
+        """``crd.projectcalico.org/v1`` or ``projectcalico.org/v3``: where Calico's data is."""
+        return self.apiserver.calico_api_version
+
+    def calico_object(self, kind: str, name: str, *, spec: dict[str, Any],
+                      namespace: str | None = None, **meta: Any) -> dict[str, Any]:
+        """A Calico object in the group that holds Calico's data."""
+        metadata: dict[str, Any] = {"name": name, **meta}
+        if namespace is not None:
+            metadata["namespace"] = namespace
+        return {"apiVersion": self.calico_api_version, "kind": kind, "metadata": metadata,
+                "spec": spec}
 
     async def scrape(self, path: str = "/metrics") -> str:
         async with aiohttp.ClientSession() as session, session.get(
@@ -96,8 +124,10 @@ def lab_settings(kubeconfig: Path, **overrides: object) -> config.Settings:
 
 
 async def start_lab(tmp_path: Path, *, scenario: str = "nke-lab",
-                    rbac_rules: list[dict[str, object]] | None = None, **overrides: object) -> Lab:
-    apiserver = ApiServer(token="test-token", rbac_rules=rbac_rules, bookmark_interval=0.5)
+                    rbac_rules: list[dict[str, object]] | None = None, calico_api: str = "v1",
+                    cns_status_subresource: bool = False, **overrides: object) -> Lab:
+    apiserver = ApiServer(token="test-token", rbac_rules=rbac_rules, bookmark_interval=0.5,
+                          calico_api=calico_api, cns_status_subresource=cns_status_subresource)
     await apiserver.start()
     cluster = SimCluster(apiserver, load(scenario))
     try:

@@ -1,4 +1,5 @@
-"""Issue 2 end to end: the cluster role against the emulator running the simulated nke-lab."""
+"""Issue 2 end to end: the cluster role against the emulator running the simulated nke-lab, in
+every Calico flavour (the ``lab`` fixture's ``calico_api``)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import asyncio
 import time
 from pathlib import Path
 
+import orjson
+import pytest
+
 from exporter.nodestatus.refresher import MANAGED_BY, MANAGER
 from tests.e2e.lab import Lab, series, start_lab, stop_lab, value
 
 MASTER = "nke-dev01-89e792-master-0"
 WORKER0 = "nke-dev01-89e792-worker-0"
 WORKER1 = "nke-dev01-89e792-worker-1"
-CNS = "caliconodestatuses.crd.projectcalico.org"
+CNS = "caliconodestatuses"
 
 
 def established(node: str) -> object:
@@ -39,7 +43,7 @@ class TestNkeLab:
         creates = [r for r in lab.apiserver.requests
                    if r.method == "POST" and r.path.endswith("/caliconodestatuses")]
         assert [r.status for r in creates] == [201, 201, 201]
-        ours = lab.apiserver.list(CNS, label_selector=f"{MANAGED_BY}={MANAGER}")
+        ours = lab.apiserver.list(lab.calico(CNS), label_selector=f"{MANAGED_BY}={MANAGER}")
         assert sorted(o["spec"]["node"] for o in ours) == sorted([MASTER, WORKER0, WORKER1])
         for obj in ours:
             node = lab.apiserver.get("nodes", obj["spec"]["node"])
@@ -80,7 +84,7 @@ class TestLifecycle:
         await lab.wait_for(lambda s: not [k for k in s if ("node", WORKER1) in k[1]],
                            what="worker-1 series gone")
         deadline = time.monotonic() + 10
-        while [o for o in lab.apiserver.list(CNS) if o["spec"]["node"] == WORKER1]:
+        while [o for o in lab.apiserver.list(lab.calico(CNS)) if o["spec"]["node"] == WORKER1]:
             assert time.monotonic() < deadline, "status of the removed node still exists"
             await asyncio.sleep(0.1)
 
@@ -88,16 +92,17 @@ class TestLifecycle:
         """A drifted spec of ours is patched back; objects not labelled ours are left alone."""
         await lab.wait_for(established(MASTER), what="sync")
         name = f"calico-exporter-{MASTER}"
-        lab.apiserver.patch(CNS, name, {"spec": {"updatePeriodSeconds": 600}})
-        foreign = {"apiVersion": "crd.projectcalico.org/v1", "kind": "CalicoNodeStatus",
-                   "metadata": {"name": "caliconodestatus-master-0"},
-                   "spec": {"node": MASTER, "classes": ["BGP"], "updatePeriodSeconds": 10}}
+        cns = lab.calico(CNS)
+        lab.apiserver.patch(cns, name, {"spec": {"updatePeriodSeconds": 600}})
+        foreign = lab.calico_object(
+            "CalicoNodeStatus", "caliconodestatus-master-0",
+            spec={"node": MASTER, "classes": ["BGP"], "updatePeriodSeconds": 10})
         lab.apiserver.create(foreign)
         deadline = time.monotonic() + 10
-        while lab.apiserver.get(CNS, name)["spec"]["updatePeriodSeconds"] != 1:
+        while lab.apiserver.get(cns, name)["spec"]["updatePeriodSeconds"] != 1:
             assert time.monotonic() < deadline, "drift not repaired"
             await asyncio.sleep(0.1)
-        assert lab.apiserver.get(CNS, "caliconodestatus-master-0")["spec"]["classes"] == ["BGP"]
+        assert lab.apiserver.get(cns, "caliconodestatus-master-0")["spec"]["classes"] == ["BGP"]
 
     async def test_no_writes_in_steady_state(self, lab: Lab) -> None:
         """After the initial creates the exporter sends no write, however often statuses change."""
@@ -113,17 +118,50 @@ class TestLifecycle:
 
 
 class TestUnmanaged:
-    async def test_watch_only(self, tmp_path: Path) -> None:
+    async def test_watch_only(self, tmp_path: Path, calico_api: str) -> None:
         """--no-manage-node-status creates nothing and exports the statuses that exist."""
-        running = await start_lab(tmp_path, manage_node_status=False)
+        running = await start_lab(tmp_path, manage_node_status=False, calico_api=calico_api)
         try:
-            running.apiserver.create({
-                "apiVersion": "crd.projectcalico.org/v1", "kind": "CalicoNodeStatus",
-                "metadata": {"name": "caliconodestatus-master-0"},
-                "spec": {"node": MASTER, "classes": ["Agent", "BGP", "Routes"],
-                         "updatePeriodSeconds": 1}})
+            running.apiserver.create(running.calico_object(
+                "CalicoNodeStatus", "caliconodestatus-master-0",
+                spec={"node": MASTER, "classes": ["Agent", "BGP", "Routes"],
+                      "updatePeriodSeconds": 1}))
             got = await running.wait_for(established(MASTER), what="user status")
             assert not series(got, "calico_bgp_peers", node=WORKER0)
             assert [r for r in running.apiserver.requests if r.method != "GET"] == []
+        finally:
+            await stop_lab(running)
+
+
+class TestStatusSubresource:
+    @pytest.mark.parametrize("calico_api", ["v1", "v3"])
+    async def test_master_status_subresource(self, tmp_path: Path, calico_api: str) -> None:
+        """With Calico master's CalicoNodeStatus status subresource, the exporter still creates,
+        repairs and deletes its objects writing only metadata and spec (never /status), and
+        calico-node's status writes, through /status, leave the generation alone."""
+        running = await start_lab(tmp_path, calico_api=calico_api, cns_status_subresource=True)
+        try:
+            cns = running.calico(CNS)
+            assert running.apiserver.resolve(cns).status_subresource
+            await running.wait_for(established(MASTER), what="statuses reported")
+            name = f"calico-exporter-{MASTER}"
+            running.apiserver.patch(cns, name, {"spec": {"updatePeriodSeconds": 600}})
+            deadline = time.monotonic() + 10
+            while running.apiserver.get(cns, name)["spec"]["updatePeriodSeconds"] != 1:
+                assert time.monotonic() < deadline, "drift not repaired"
+                await asyncio.sleep(0.1)
+            running.cluster.remove_node(WORKER1)
+            await running.wait_for(lambda s: not [k for k in s if ("node", WORKER1) in k[1]],
+                                   what="worker-1 series gone")
+            lab_obj = running.apiserver.get(cns, f"calico-exporter-{WORKER0}")
+            assert lab_obj["status"]["bgp"]["numberEstablishedV4"] == 1
+            assert lab_obj["metadata"]["generation"] == 1  # status writes do not count
+            writes = [r for r in running.apiserver.requests
+                      if r.method != "GET" and "/caliconodestatuses" in r.path]
+            assert {r.method for r in writes} >= {"POST", "PATCH"}
+            assert all(not r.path.endswith("/status") for r in writes)
+            bodies = [orjson.loads(r.body) for r in writes if r.method in ("POST", "PATCH")]
+            assert all(set(body) <= {"apiVersion", "kind", "metadata", "spec"}
+                       for body in bodies)
         finally:
             await stop_lab(running)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -51,30 +52,45 @@ class Demo:
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def demo() -> Iterator[Demo]:
-    """`calico-exporter demo` on free loopback ports, with a 1 s CalicoNodeStatus period."""
+@contextlib.contextmanager
+def running_demo(*args: str) -> Iterator[Demo]:
+    """`calico-exporter demo ARGS` on free loopback ports, with a 1 s CalicoNodeStatus period."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALICO_EXPORTER_")}
     env.update(CALICO_EXPORTER_LISTEN=f"127.0.0.1:{port}",
                CALICO_EXPORTER_APISERVER_LISTEN=f"127.0.0.1:{free_port()}",
                CALICO_EXPORTER_NODE_STATUS_UPDATE_PERIOD="1",
                CALICO_EXPORTER_LOG_FORMAT="json")
-    proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo"], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", *args], env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 30
-    while "Stop with Ctrl-C." not in "".join(lines):
-        assert proc.poll() is None, "".join(lines)
-        assert time.monotonic() < deadline, "".join(lines)
-        lines.append(proc.stdout.readline())
     try:
+        while "Stop with Ctrl-C." not in "".join(lines):
+            assert proc.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            lines.append(proc.stdout.readline())
         yield Demo(proc, port, "".join(lines))
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[Demo]:
+    """The default demo (Calico's data in crd.projectcalico.org/v1)."""
+    with running_demo() as running:
+        yield running
+
+
+def kubectl_outputs(demo: Demo) -> list[str]:
+    """The output of each kubectl command of the demo's banner."""
+    commands = re.findall(r"^\s+(kubectl --kubeconfig .+)$", demo.banner, re.M)
+    assert len(commands) == 3
+    return [subprocess.run(cmd.split(), capture_output=True, text=True, timeout=30,
+                           check=True).stdout for cmd in commands]
 
 
 def test_write_up_numbers(demo: Demo) -> None:
@@ -102,10 +118,7 @@ def test_banner_commands_work_with_kubectl(demo: Demo) -> None:
     """The kubectl commands the demo prints run against the simulated lab."""
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl not on PATH")
-    commands = re.findall(r"^\s+(kubectl --kubeconfig .+)$", demo.banner, re.M)
-    assert len(commands) == 3
-    outputs = [subprocess.run(cmd.split(), capture_output=True, text=True, timeout=30,
-                              check=True).stdout for cmd in commands]
+    outputs = kubectl_outputs(demo)
     assert "cidr: 172.20.0.0/16" in outputs[0]
     assert "numberEstablishedV4: 2" in outputs[1]
     assert "frontend-795b566649-4zkqc" in outputs[2]
@@ -155,6 +168,26 @@ def test_probe_agent(demo: Demo) -> None:
     assert success == {"frontend-http": 1, "redis-tcp": 1, "frontend-dns": 1, "blocked-port": 1}
     assert value(got, "calico_probe_outcome", probe="blocked-port", source_namespace="demo",
                  protocol="tcp", expect="deny", outcome="refused") == 1
+
+
+@pytest.mark.parametrize(("flavour", "group"), [("v3", "projectcalico.org"),
+                                               ("both", "crd.projectcalico.org")])
+def test_calico_api_flavours(flavour: str, group: str) -> None:
+    """`demo --calico-api v3|both`: the simulated cluster writes where Calico's data is, the
+    exporter discovers that group (v1 when the Calico API server's v3 is also served) and serves
+    the write-up's numbers, and the banner's kubectl commands read that group."""
+    with running_demo("--calico-api", flavour, "--flap-interval", "0") as running:
+        got = running.wait_for(lambda s: value(s, "calico_bgp_peers", node=MASTER,
+                                               ip_version="4", state="established") == 2)
+        version = "v3" if group == "projectcalico.org" else "v1"
+        assert value(got, "calico_exporter_calico_api_info", group=group, version=version) == 1
+        assert value(got, "calico_network_policy_selected_pods", kind="k8s",
+                     namespace="guestbook", policy="mypolicy") == 5
+        assert f"ippools.{group} " in running.banner
+        if shutil.which("kubectl") is not None:
+            outputs = kubectl_outputs(running)
+            assert f"apiVersion: {group}/{version}" in outputs[0]
+            assert "numberEstablishedV4: 2" in outputs[1]
 
 
 def test_sigterm_exits_cleanly_within_2s(demo: Demo) -> None:

@@ -1,4 +1,5 @@
-"""Issue 2: the exporter survives every injected API fault and converges to the emulator's truth."""
+"""Issue 2: the exporter survives every injected API fault and converges to the emulator's truth,
+with Calico's data in crd.projectcalico.org/v1 and in native projectcalico.org/v3 CRDs."""
 
 from __future__ import annotations
 
@@ -6,18 +7,19 @@ import asyncio
 import ipaddress
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.lab import Lab, Samples, start_lab, stop_lab, value
 
 MASTER = "nke-dev01-89e792-master-0"
 WORKER0 = "nke-dev01-89e792-worker-0"
-CNS = "caliconodestatuses.crd.projectcalico.org"
 POOL = "default-ipv4-ippool"
 
 
 def truth_allocated(lab: Lab) -> int:
     """Addresses in use in the pool, computed straight from the emulator's IPAMBlocks."""
     total = 0
-    for block in lab.apiserver.list("ipamblocks.crd.projectcalico.org"):
+    for block in lab.apiserver.list(lab.calico("ipamblocks")):
         spec = block["spec"]
         if block["metadata"]["name"] == "broken-block":
             continue
@@ -29,7 +31,7 @@ def truth_allocated(lab: Lab) -> int:
 def truth_peers(lab: Lab) -> dict[tuple[str, str], float]:
     """(node, peer_ip) -> 1/0 from the emulator's CalicoNodeStatus objects."""
     out = {}
-    for obj in lab.apiserver.list(CNS):
+    for obj in lab.apiserver.list(lab.calico("caliconodestatuses")):
         for peer in (obj.get("status") or {}).get("bgp", {}).get("peersV4", []):
             out[(obj["spec"]["node"], peer["peerIP"])] = float(peer["state"] == "Established")
     return out
@@ -51,10 +53,11 @@ def matches_truth(lab: Lab, samples: Samples) -> bool:
     return True
 
 
-async def test_survives_faults_and_converges(tmp_path: Path) -> None:
+@pytest.mark.parametrize("calico_api", ["v1", "v3"])
+async def test_survives_faults_and_converges(tmp_path: Path, calico_api: str) -> None:
     """410s, compaction, 500s, 429 with Retry-After, dropped and stalled streams and an object
     that fails to parse: the exporter keeps running, ends equal to the truth, and counts it all."""
-    lab = await start_lab(tmp_path)
+    lab = await start_lab(tmp_path, calico_api=calico_api)
     try:
         await lab.wait_for(lambda s: matches_truth(lab, s) and value(
             s, "calico_bgp_peers", node=MASTER, ip_version="4", state="established") == 2,
@@ -68,12 +71,10 @@ async def test_survives_faults_and_converges(tmp_path: Path) -> None:
         # The world changes while the faults are active.
         lab.cluster.set_session(MASTER, WORKER0, up=False)
         lab.cluster.delete_pod("guestbook", "frontend-795b566649-j4r75")
-        api.create({
-            "apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMBlock",
-            "metadata": {"name": "broken-block"},
-            "spec": {"cidr": "172.20.200.0/30", "allocations": [0, None, None, None],
-                     "unallocated": [1, 2, 3], "attributes": [], "strictAffinity": False},
-        })
+        api.create(lab.calico_object(
+            "IPAMBlock", "broken-block",
+            spec={"cidr": "172.20.200.0/30", "allocations": [0, None, None, None],
+                  "unallocated": [1, 2, 3], "attributes": [], "strictAffinity": False}))
         await asyncio.sleep(1.0)
         api.compact()  # every watcher that reconnects now with an old resourceVersion gets 410
         api.inject("drop", path="*", count=4)

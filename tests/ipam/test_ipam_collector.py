@@ -53,10 +53,12 @@ def test_exposition_matches_reference() -> None:
         assert get("calico_ipam_leaked_addresses", {"pool": pool, "node": node}) == 0
     assert get("calico_ippool_info", {
         "pool": "pool-v6", "cidr": "fd00:10::/120", "block_size": "124", "ipip_mode": "Never",
-        "vxlan_mode": "Always", "nat_outgoing": "false", "disabled": "false"}) == 1
+        "vxlan_mode": "Always", "nat_outgoing": "false", "disabled": "false",
+        "usable": "true"}) == 1
     assert get("calico_ippool_info", {
         "pool": "pool-b", "cidr": "10.20.0.0/16", "block_size": "26", "ipip_mode": "Never",
-        "vxlan_mode": "Never", "nat_outgoing": "false", "disabled": "false"}) == 1
+        "vxlan_mode": "Never", "nat_outgoing": "false", "disabled": "false",
+        "usable": "true"}) == 1
     assert get("calico_workload_endpoints", {"node": "n1"}) == 1
     assert get("calico_workload_endpoints", {"node": "n2"}) == 0
     assert get("calico_ipam_orphaned_handles", {}) == 0

@@ -1,4 +1,5 @@
-"""IPAM end to end: emulator over HTTP, the watch engine, the cluster role's real /metrics.
+"""IPAM end to end: emulator over HTTP, the watch engine, the cluster role's real /metrics, in
+every Calico flavour (``calico_api``: v1, native v3, both).
 
 Expected figures are recomputed in the test from the raw objects the emulator holds
 (``ipam_reference.reference``), never taken from the exporter's own code.
@@ -12,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from exporter.sim.errors import ApiError
 from exporter.sim.scenario import load
 from tests.e2e.lab import Lab, Samples, start_lab, stop_lab, value
-from tests.ipam.ipam_reference import CALICO, Reference, reference
+from tests.ipam.ipam_reference import Reference, reference
 
 
 def _gauges(samples: Samples, name: str, *labels: str) -> dict[tuple[str, ...], float]:
@@ -61,7 +63,8 @@ def mismatches(samples: Samples, ref: Reference) -> list[str]:
 def lab_reference(lab: Lab, *, skip: Callable[[dict[str, Any]], bool] = lambda b: False
                   ) -> Reference:
     api = lab.apiserver
-    return reference(api.list("ippools"), [b for b in api.list("ipamblocks") if not skip(b)])
+    return reference(api.list(lab.calico("ippools")),
+                     [b for b in api.list(lab.calico("ipamblocks")) if not skip(b)])
 
 
 async def wait_matching(lab: Lab, ref: Reference, **endpoints: int) -> Samples:
@@ -79,18 +82,19 @@ async def wait_matching(lab: Lab, ref: Reference, **endpoints: int) -> Samples:
 
 
 @pytest.fixture
-async def exhaustion(tmp_path: Path) -> AsyncIterator[Lab]:
+async def exhaustion(tmp_path: Path, calico_api: str) -> AsyncIterator[Lab]:
     """ipam-exhaustion with a one-second leak grace period."""
-    lab = await start_lab(tmp_path, scenario="ipam-exhaustion", leak_grace_period="1s")
+    lab = await start_lab(tmp_path, scenario="ipam-exhaustion", leak_grace_period="1s",
+                          calico_api=calico_api)
     try:
         yield lab
     finally:
         await stop_lab(lab)
 
 
-async def test_nke_lab_write_up_blocks(tmp_path: Path) -> None:
+async def test_nke_lab_write_up_blocks(tmp_path: Path, calico_api: str) -> None:
     """nke-lab: the /16 pool has 65536 addresses; worker-1's block holds 11, worker-0's 9, of 64."""
-    lab = await start_lab(tmp_path)
+    lab = await start_lab(tmp_path, calico_api=calico_api)
     try:
         worker_1 = "nke-dev01-89e792-worker-1"
         samples = await wait_matching(lab, lab_reference(lab), **{worker_1: 11})
@@ -116,9 +120,9 @@ async def test_exhausted_pool_makes_a_node_borrow(exhaustion: Lab) -> None:
                  pool="tight-ipv4-ippool") == 0
 
 
-async def test_dual_stack_figures(tmp_path: Path) -> None:
+async def test_dual_stack_figures(tmp_path: Path, calico_api: str) -> None:
     """dual-stack: IPv4 and IPv6 pools, blocks and borrowed fixed IPs equal the reference."""
-    lab = await start_lab(tmp_path, scenario="dual-stack")
+    lab = await start_lab(tmp_path, scenario="dual-stack", calico_api=calico_api)
     try:
         ref = lab_reference(lab)
         assert sum(v for (_, pool), v in ref.borrowed.items() if "ipv6" in pool) == 2
@@ -145,7 +149,7 @@ async def test_leak_shows_after_grace_and_clears_on_release(exhaustion: Lab) -> 
     samples = await exhaustion.samples()
     assert leaks(samples) == dict.fromkeys(leaked, 1.0)
     handles = {
-        a["handle_id"] for b in exhaustion.apiserver.list("ipamblocks")
+        a["handle_id"] for b in exhaustion.apiserver.list(exhaustion.calico("ipamblocks"))
         for a in b["spec"]["attributes"] if a["secondary"].get("pod") == "job-7"
     }
     assert len(handles) == 1
@@ -156,7 +160,8 @@ async def test_leak_shows_after_grace_and_clears_on_release(exhaustion: Lab) -> 
     await wait_matching(exhaustion, lab_reference(exhaustion))
 
 
-def _malformed(name: str, cidr: str, mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def _malformed(lab: Lab, name: str, cidr: str,
+               mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     size = 16
     spec: dict[str, Any] = {
         "cidr": cidr, "strictAffinity": False,
@@ -165,19 +170,28 @@ def _malformed(name: str, cidr: str, mutate: Callable[[dict[str, Any]], None]) -
             "node": "node-c", "namespace": "batch", "pod": "bad"}}],
     }
     mutate(spec)
-    return {"apiVersion": CALICO, "kind": "IPAMBlock", "metadata": {"name": name}, "spec": spec}
+    return lab.calico_object("IPAMBlock", name, spec=spec)
 
 
 async def test_malformed_blocks_are_counted_and_skipped(exhaustion: Lab) -> None:
-    """Bad CIDR, too many allocations, dangling index: counted, skipped, other series right."""
+    """Bad CIDR, too many allocations, dangling index: counted, skipped, other series right.
+    The native v3 CRD declares ``format: cidr``, so there the API server refuses the bad CIDR
+    itself (422) and only the other two reach the exporter."""
     ref = lab_reference(exhaustion)
     await wait_matching(exhaustion, ref)
+    bad_cidr = _malformed(exhaustion, "bad-cidr", "10.30.0.300/28", lambda s: None)
     bad = [
-        _malformed("bad-cidr", "10.30.0.300/28", lambda s: None),
-        _malformed("too-long", "10.30.0.64/28", lambda s: s["allocations"].append(None)),
-        _malformed("dangling", "fd00:30::40/124",
+        _malformed(exhaustion, "too-long", "10.30.0.64/28",
+                   lambda s: s["allocations"].append(None)),
+        _malformed(exhaustion, "dangling", "fd00:30::40/124",
                    lambda s: s["allocations"].__setitem__(0, 4)),
     ]
+    if exhaustion.calico_api_version == "projectcalico.org/v3":
+        with pytest.raises(ApiError) as refused:
+            exhaustion.apiserver.create(bad_cidr)
+        assert refused.value.status == 422
+    else:
+        bad.append(bad_cidr)
     for obj in bad:
         exhaustion.apiserver.create(obj)
 
@@ -198,3 +212,31 @@ def test_scenarios_load() -> None:
     assert len(load("ipam-exhaustion").pods) == 61
     assert load("dual-stack").blocks == (("10.244.10.0/26", "ds-node-1"),
                                           ("fd00:10:244::/122", "ds-node-1"))
+
+
+async def test_overlapping_pool_is_not_usable(tmp_path: Path, calico_api: str) -> None:
+    """kube-controllers' FV case "should mark overlapping IP pools with a status condition"
+    (pool_controller_test.go, master 87c1590): test-pool 192.168.1.0/24, then overlapping-pool
+    192.168.0.0/16. With native v3 CRDs the controller marks the second Allocatable=False and
+    calico_ippool_info says usable="false"; the v1 CRDs have no status, so there both stay
+    usable="true"."""
+    lab = await start_lab(tmp_path, calico_api=calico_api)
+    try:
+        for second, (name, cidr) in enumerate((("test-pool", "192.168.1.0/24"),
+                                               ("overlapping-pool", "192.168.0.0/16"))):
+            lab.apiserver.seed([lab.calico_object(
+                "IPPool", name, spec={"cidr": cidr},
+                creationTimestamp=f"2026-01-01T00:00:0{second}Z")])
+        v3 = calico_api == "v3"
+
+        def info(samples: Samples, pool: str) -> list[str]:
+            return [dict(lbl)["usable"] for (name, lbl) in samples
+                    if name == "calico_ippool_info" and dict(lbl)["pool"] == pool]
+
+        samples = await lab.wait_for(
+            lambda s: info(s, "overlapping-pool") == ["false" if v3 else "true"],
+            what="the overlapping pool's usable label")
+        assert info(samples, "test-pool") == ["true"]
+        assert info(samples, "default-ipv4-ippool") == ["true"]
+    finally:
+        await stop_lab(lab)

@@ -169,3 +169,40 @@ def test_malformed_affinity_and_handle_raise() -> None:
         parse_ipamhandle({**handle, "spec": {"block": {}}})
     with pytest.raises(ParseError, match=r"spec\.block"):
         parse_ipamhandle({**handle, "spec": {"handleID": "h", "block": {"10.0.0.0/26": "1"}}})
+
+
+# The conditions kube-controllers' IP pool controller writes (projectcalico/calico master 87c1590,
+# kube-controllers/pkg/controllers/ippool/pool_controller.go reconcileConditions, and the
+# conditions of pool_controller_unit_test.go): type Allocatable, True/OK for an active pool,
+# False with PoolDisabled, Terminating or CIDROverlap otherwise.
+CONDITIONS = [
+    ("True", "OK", "IPPool is available for IP allocation.", True),
+    ("False", "PoolDisabled", "IPPool.Spec.Disabled is true", False),
+    ("False", "Terminating", "IPPool is being deleted", False),
+    ("False", "CIDROverlap",
+     "CIDR overlaps another pool; disabled to prevent IP allocation conflicts.", False),
+]
+
+
+@pytest.mark.parametrize(("status", "reason", "message", "usable"), CONDITIONS,
+                         ids=[c[1] for c in CONDITIONS])
+def test_ippool_allocatable_condition(status: str, reason: str, message: str,
+                                      usable: bool) -> None:
+    """A v3 pool whose Allocatable condition is False is not usable (clientv3 filterIPPool on
+    master skips it); True, another condition type, or no status at all means usable."""
+    raw = {**pool("p", "192.168.0.0/16"), "apiVersion": "projectcalico.org/v3"}
+    assert parse_ippool(raw).usable
+    condition = {"type": "Allocatable", "status": status, "reason": reason, "message": message,
+                 "lastTransitionTime": "2026-08-01T00:00:00Z"}
+    other = {**condition, "type": "Ready", "status": "False"}
+    assert parse_ippool({**raw, "status": {"conditions": [other, condition]}}).usable is usable
+    assert parse_ippool({**raw, "status": {"conditions": [other]}}).usable
+
+
+def test_ippool_malformed_status_raises() -> None:
+    """A status or conditions of the wrong shape is an invalid object (Go would not decode it)."""
+    raw = pool("p", "192.168.0.0/16")
+    with pytest.raises(ParseError, match="status"):
+        parse_ippool({**raw, "status": "ok"})
+    with pytest.raises(ParseError, match=r"status\.conditions"):
+        parse_ippool({**raw, "status": {"conditions": {"type": "Allocatable"}}})

@@ -44,6 +44,15 @@ EXPECTED_RBAC = {
     ("crd.projectcalico.org", "globalnetworksets"): {"list", "watch"},
     ("crd.projectcalico.org", "caliconodestatuses"): {"list", "watch", "create", "patch",
                                                       "delete"},
+    ("projectcalico.org", "ippools"): {"list", "watch"},
+    ("projectcalico.org", "ipamblocks"): {"list", "watch"},
+    ("projectcalico.org", "blockaffinities"): {"list", "watch"},
+    ("projectcalico.org", "ipamhandles"): {"list", "watch"},
+    ("projectcalico.org", "networkpolicies"): {"list", "watch"},
+    ("projectcalico.org", "globalnetworkpolicies"): {"list", "watch"},
+    ("projectcalico.org", "networksets"): {"list", "watch"},
+    ("projectcalico.org", "globalnetworksets"): {"list", "watch"},
+    ("projectcalico.org", "caliconodestatuses"): {"list", "watch", "create", "patch", "delete"},
 }
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 HELM_LABELS = {"app.kubernetes.io/instance", "app.kubernetes.io/managed-by", "helm.sh/chart"}

@@ -1,4 +1,5 @@
-"""Issue 4 end to end: nke-lab in the emulator, the cluster role, and the real /metrics."""
+"""Issue 4 end to end: nke-lab in the emulator, the cluster role, and the real /metrics, in every
+Calico flavour (the ``lab`` fixture's ``calico_api``)."""
 
 from __future__ import annotations
 
@@ -35,14 +36,12 @@ async def test_live_edits(lab: Lab) -> None:
     """A GNP with a bad selector is counted and selects nothing; a good one isolates testns."""
     await lab.wait_for(lambda s: _selected(s, "k8s", "guestbook", "mypolicy") == 5,
                        what="initial sync")
-    lab.apiserver.create({
-        "apiVersion": "crd.projectcalico.org/v1", "kind": "GlobalNetworkPolicy",
-        "metadata": {"name": "typo"}, "spec": {"selector": "run = 'testpod'"}})
-    lab.apiserver.create({
-        "apiVersion": "crd.projectcalico.org/v1", "kind": "GlobalNetworkPolicy",
-        "metadata": {"name": "default.testpods"},
-        "spec": {"selector": "run == 'testpod'",
-                 "namespaceSelector": "kubernetes.io/metadata.name == 'testns'"}})
+    lab.apiserver.create(lab.calico_object("GlobalNetworkPolicy", "typo",
+                                           spec={"selector": "run = 'testpod'"}))
+    lab.apiserver.create(lab.calico_object(
+        "GlobalNetworkPolicy", "default.testpods",
+        spec={"selector": "run == 'testpod'",
+              "namespaceSelector": "kubernetes.io/metadata.name == 'testns'"}))
     got = await lab.wait_for(
         lambda s: _selected(s, "global", "", "testpods") == 1
         and value(s, "calico_exporter_invalid_objects_total",
@@ -57,3 +56,22 @@ async def test_live_edits(lab: Lab) -> None:
                         direction="ingress") == 0
         and _selected(s, "k8s", "guestbook", "mypolicy") is None,
         what="mypolicy gone")
+
+
+async def test_network_sets(lab: Lab) -> None:
+    """A NetworkSet and a GlobalNetworkSet written where Calico keeps its data are counted, and
+    uncounted once deleted."""
+    lab.apiserver.create(lab.calico_object("NetworkSet", "external-db", namespace="guestbook",
+                                           labels={"role": "db"},
+                                           spec={"nets": ["198.51.100.0/28"]}))
+    lab.apiserver.create(lab.calico_object("GlobalNetworkSet", "a-name-for-the-set",
+                                           labels={"role": "external-database"},
+                                           spec={"nets": ["198.51.100.0/28", "203.0.113.0/24"]}))
+    await lab.wait_for(
+        lambda s: value(s, "calico_network_sets", kind="calico", namespace="guestbook") == 1
+        and value(s, "calico_network_sets", kind="global", namespace="") == 1,
+        what="network sets counted")
+    lab.apiserver.delete(lab.calico("globalnetworksets"), "a-name-for-the-set")
+    await lab.wait_for(
+        lambda s: not value(s, "calico_network_sets", kind="global", namespace=""),
+        what="global network set gone")

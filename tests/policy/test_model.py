@@ -17,6 +17,7 @@ from exporter.model.policy import (
     parse_k8s_network_policy,
     parse_network_set,
 )
+from exporter.sim import calicoapi
 from tests.policy.reference import (
     CUSTOM_DENY_EGRESS,
     DEFAULT_ALLOW_EGRESS,
@@ -197,3 +198,27 @@ def test_network_sets() -> None:
         parse_network_set(_with(raw, ("spec", "nets"), ["8.0.0.0/33"]))
     with pytest.raises(ParseError, match=r"metadata\.namespace missing"):
         parse_network_set(_with(raw, ("metadata", "namespace"), None))
+
+
+def test_network_set_labels_in_either_group() -> None:
+    """The GlobalNetworkSet example of Calico's operator chart (projectcalico/calico v3.32.1,
+    charts/tigera-operator/templates/tigera-operator/02-configmap-calico-resources.yaml) has the
+    same labels read natively from projectcalico.org/v3 and from the crd.projectcalico.org/v1
+    object Calico's API stores for it, whose labels live in the projectcalico.org/metadata
+    annotation (resources.go ConvertCalicoResourceToK8sResource); a malformed annotation is an
+    invalid object."""
+    v3 = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkSet",
+          "metadata": {"name": "a-name-for-the-set", "labels": {"role": "external-database"}},
+          "spec": {"nets": ["198.51.100.0/28", "203.0.113.0/24"]}}
+    stored = calicoapi.to_v1(v3)
+    assert "labels" not in stored["metadata"]
+    for raw in (v3, stored):
+        gset = parse_global_network_set(raw)
+        assert dict(gset.labels) == {"role": "external-database"}
+        assert gset.nets == 2
+    stored["metadata"]["labels"] = {"projectcalico.org/namespace": "x"}
+    assert dict(parse_global_network_set(stored).labels) == {
+        "role": "external-database", "projectcalico.org/namespace": "x"}
+    stored["metadata"]["annotations"]["projectcalico.org/metadata"] = "{not json"
+    with pytest.raises(ParseError, match=r"projectcalico\.org/metadata"):
+        parse_global_network_set(stored)
