@@ -2,10 +2,12 @@
 in-process control API, faithful to the semantics of a real v1.32 API server that a
 watch-based client and kubectl rely on.
 
-Served: v1 nodes, pods, namespaces; networking.k8s.io/v1 networkpolicies; coordination.k8s.io/v1
-leases; and the nine ``crd.projectcalico.org/v1`` CRDs of ``crds/`` (scopes, schemas and
-subresources from the CRD files: none of them has a status subresource in v3.32.1, so
-``.../caliconodestatuses/NAME/status`` is 404).
+Served: v1 nodes, pods, namespaces, serviceaccounts; networking.k8s.io/v1 networkpolicies;
+coordination.k8s.io/v1 leases; and the CRDs of ``crds/``: the ``crd.projectcalico.org/v1`` ones
+and ``policy.networking.k8s.io/v1alpha2`` clusternetworkpolicies (scopes, schemas and
+subresources from the CRD files: no Calico CRD has a status subresource in v3.32.1, so
+``.../caliconodestatuses/NAME/status`` is 404); ``crd_files`` picks another set (a cluster
+without some of them).
 
 HTTP semantics (each has a contract test in ``tests/sim/test_apiserver_contract.py``):
 
@@ -46,7 +48,8 @@ HTTP semantics (each has a contract test in ``tests/sim/test_apiserver_contract.
 Deliberate simplifications (documented here, not hidden): pods are deleted immediately (no
 kubelet to confirm a graceful deletion); no managedFields and no server-side apply (415);
 built-in kinds have no schema, so only their metadata is pruned and validated (plus the pod
-fields typed clients require: containers with name and image); the in-process API writes spec
+fields typed clients require: containers with name and image); the ``serviceaccounts/token``
+subresource (TokenRequest) is not served; the in-process API writes spec
 and status together (it stands for etcd-level writes by controllers); ``seed()`` upserts and
 keeps given uids and creationTimestamps. The request log keeps the last ``request_log_limit``
 requests (bodies cut at 64 KiB).

@@ -70,6 +70,8 @@ class ResourceType:
     field_labels: dict[str, Callable[[dict[str, Any]], str]] = field(
         default_factory=lambda: dict(_META_FIELDS)
     )
+    printer_columns: tuple[dict[str, Any], ...] = ()
+    """A CRD version's ``additionalPrinterColumns`` (name, type, jsonPath, priority, ...)."""
 
     @property
     def custom(self) -> bool:
@@ -120,7 +122,8 @@ class ResourceType:
 
 
 def builtin_types() -> list[ResourceType]:
-    """The built-in kinds served: v1 nodes, pods, namespaces; NetworkPolicy; Lease."""
+    """The built-in kinds served: v1 nodes, pods, namespaces, serviceaccounts; NetworkPolicy;
+    Lease."""
     pod_fields = dict(_META_FIELDS)
     pod_fields.update(
         {
@@ -160,6 +163,11 @@ def builtin_types() -> list[ResourceType]:
             field_labels=ns_fields,
         ),
         ResourceType(
+            "", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount",
+            "ServiceAccountList", True, ("sa",), tracks_generation=False,
+            unconditional_update=True,
+        ),
+        ResourceType(
             "networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy",
             "NetworkPolicyList", True, ("netpol",), unconditional_update=True,
         ),
@@ -171,7 +179,7 @@ def builtin_types() -> list[ResourceType]:
 
 
 def crd_types(paths: Iterable[Path] | None = None) -> list[ResourceType]:
-    """Resource types from CRD YAML files (default: the nine Calico CRDs in ``crds/``)."""
+    """Resource types from CRD YAML files (default: every CRD file in ``crds/``)."""
     files = sorted(paths) if paths is not None else sorted(CRD_DIR.glob("*.yaml"))
     out: list[ResourceType] = []
     for path in files:
@@ -198,6 +206,7 @@ def crd_types(paths: Iterable[Path] | None = None) -> list[ResourceType]:
                     schema=version["schema"]["openAPIV3Schema"],
                     status_subresource="status" in (version.get("subresources") or {}),
                     field_labels=labels,
+                    printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
                 )
             )
     return out

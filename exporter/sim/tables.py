@@ -1,9 +1,11 @@
 """Server-side printing: ``meta.k8s.io/v1`` Table responses, which kubectl asks for with
 ``Accept: application/json;as=Table;v=v1;g=meta.k8s.io``.
 
-Columns follow the real server's printers for pods, nodes, namespaces, network policies and
-leases (``-o wide`` shows the priority-1 columns); custom resources get Name and Age (the
-Calico CRDs declare no additionalPrinterColumns). Rows carry the object as
+Columns follow the real server's printers for pods, nodes, namespaces, service accounts, network
+policies and leases (``-o wide`` shows the priority-1 columns); custom resources get Name and
+their CRD's ``additionalPrinterColumns`` (simple ``.a.b`` JSON paths, cells typed as the
+apiextensions table convertor types them), or Name and Age without any (the Calico CRDs
+declare none; ClusterNetworkPolicy declares Tier, Priority and Age). Rows carry the object as
 PartialObjectMetadata (``includeObject=Metadata``, the default), the full object with
 ``includeObject=Object``, or nothing with ``includeObject=None``.
 """
@@ -154,6 +156,11 @@ _COLUMNS: dict[tuple[str, str], list[Column]] = {
         ("Status", "string", 0, lambda o: _get(o, "status", "phase") or "Active"),
         ("Age", "string", 0, _age),
     ],
+    ("", "serviceaccounts"): [
+        ("Name", "string", 0, _name),
+        ("Secrets", "string", 0, lambda o: len(_get(o, "secrets") or [])),
+        ("Age", "string", 0, _age),
+    ],
     ("networking.k8s.io", "networkpolicies"): [
         ("Name", "string", 0, _name),
         ("Pod-Selector", "string", 0, _selector),
@@ -168,12 +175,51 @@ _COLUMNS: dict[tuple[str, str], list[Column]] = {
 _DEFAULT: list[Column] = [("Name", "string", 0, _name), ("Age", "date", 0, _age)]
 
 
+def _json_path_cell(spec: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
+    """A cell getter for one CRD printer column (``cellForJSONValue`` of the apiextensions
+    table convertor; a string column prints the value as JSONPath does)."""
+    keys = [k for k in str(spec.get("jsonPath", "")).split(".") if k]
+    kind = spec.get("type")
+
+    def cell(obj: dict[str, Any]) -> Any:
+        value = _get(obj, *keys)
+        if value is None:
+            return None
+        if kind == "string":
+            if isinstance(value, bool):
+                return "true" if value else "false"
+            return value if isinstance(value, str) else str(value)
+        if kind == "integer":
+            return int(value) if isinstance(value, int | float) else None
+        if kind == "number":
+            return float(value) if isinstance(value, int | float) else None
+        if kind == "boolean":
+            return value if isinstance(value, bool) else None
+        if kind == "date" and isinstance(value, str):
+            return _age({"metadata": {"creationTimestamp": value}})
+        return None
+
+    return cell
+
+
 def columns(rt: ResourceType) -> list[Column]:
+    if rt.printer_columns:
+        return [("Name", "string", 0, _name)] + [
+            (str(c["name"]), str(c["type"]), int(c.get("priority", 0)), _json_path_cell(c))
+            for c in rt.printer_columns]
     return _COLUMNS.get((rt.group, rt.plural), _DEFAULT)
 
 
 def column_definitions(rt: ResourceType) -> list[dict[str, Any]]:
-    return [{"name": name, "type": "integer" if name == "Restarts" else typ,
+    if rt.printer_columns:
+        return [{"name": "Name", "type": "string", "format": "name", "description": "Name",
+                 "priority": 0}] + [
+            {"name": c["name"], "type": c["type"], "format": c.get("format", ""),
+             "description": c.get("description") or "Custom resource definition column (in "
+                                                     f"JSONPath format): {c['jsonPath']}",
+             "priority": int(c.get("priority", 0))}
+            for c in rt.printer_columns]
+    return [{"name": name, "type": "integer" if name in ("Restarts", "Secrets") else typ,
              "format": "name" if name == "Name" else "", "description": name,
              "priority": prio}
             for name, typ, prio, _ in columns(rt)]
