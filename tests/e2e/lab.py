@@ -96,8 +96,11 @@ def lab_settings(kubeconfig: Path, **overrides: object) -> config.Settings:
 
 
 async def start_lab(tmp_path: Path, *, scenario: str = "nke-lab",
-                    rbac_rules: list[dict[str, object]] | None = None, **overrides: object) -> Lab:
-    apiserver = ApiServer(token="test-token", rbac_rules=rbac_rules, bookmark_interval=0.5)
+                    rbac_rules: list[dict[str, object]] | None = None,
+                    crd_files: list[Path] | None = None, **overrides: object) -> Lab:
+    """``crd_files``: the CRDs the emulator serves (default: every file of exporter/sim/crds)."""
+    apiserver = ApiServer(token="test-token", rbac_rules=rbac_rules, bookmark_interval=0.5,
+                          crd_files=crd_files)
     await apiserver.start()
     cluster = SimCluster(apiserver, load(scenario))
     try:
