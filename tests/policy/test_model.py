@@ -354,3 +354,13 @@ def test_service_account_is_lean() -> None:
     assert set(type(sa).__slots__) == {"namespace", "name", "labels"}
     with pytest.raises(ParseError, match=r"metadata\.namespace missing"):
         parse_service_account({"metadata": {"name": "x"}})
+
+
+def test_docs_staged_policy_sample_in_the_v3_shape() -> None:
+    """The Calico docs' StagedNetworkPolicy sample (projectcalico.org/v3, no stored-name
+    annotation): its v3 name as written, tier internal-access, stagedAction defaulted to Set."""
+    staged = parse_staged_network_policy(sample("stagednetworkpolicy-docs-sample.yaml"))
+    assert (staged.kind, staged.namespace, staged.name, staged.tier, staged.staged_action) == (
+        "staged", "production", "internal-access.allow-tcp-6379", "internal-access", "Set")
+    assert (staged.ingress, staged.egress, staged.selector) == (True, True, "role == 'database'")
+    assert staged.rules == (RuleCount("egress", "Allow", 1), RuleCount("ingress", "Allow", 1))
