@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 import sys
 from collections import Counter
 from collections.abc import Mapping
@@ -712,9 +711,6 @@ def parse_cluster_network_policy(raw: RawObject) -> ClusterNetworkPolicy:
 
 # --------------------------------------------------------------------------------------------
 # Tiers
-
-TIER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-"""``tierNameRegex`` of libcalico-go's validator: tier names are DNS labels without dots."""
 
 
 @dataclass(frozen=True, slots=True)
