@@ -8,7 +8,9 @@ into real stores and wired with ``wire_policy_index``. In each it times:
 - a pod event: a pod of one namespace relabelled (its selection changes), the median CPU time
   per event over repeated runs of ``--events`` events;
 - a namespaced policy event: one Calico policy's selector edited back and forth;
-- a namespace event: one namespace's labels changed (GNP namespace selectors re-evaluated).
+- a namespace event: one namespace's labels changed (GNP namespace selectors re-evaluated);
+- a service account event: one service account's labels changed (the pods running as it
+  re-evaluated against the policies whose selectors read ``pcsa.*`` labels).
 
 Prints one JSON line with the per-event times, the 10x/1x ratios (acceptance: the pod event
 ratio stays near 1, since an event only looks at its own namespace and the global policies),
@@ -28,19 +30,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from exporter.kube.store import Store
-from exporter.model.core import Namespace, Pod, parse_namespace, parse_pod
+from exporter.model.core import parse_namespace, parse_pod, parse_service_account
 from exporter.model.policy import (
-    CalicoPolicy,
-    K8sNetworkPolicy,
-    NetworkSet,
     parse_calico_network_policy,
     parse_global_network_policy,
     parse_k8s_network_policy,
 )
 from exporter.model.telemetry import Telemetry
 from exporter.policy.index import PolicyIndex
-from exporter.policy.wiring import wire_policy_index
+from exporter.policy.wiring import PolicyStores, wire_policy_index
 
 APPS = 10
 TIERS = ("frontend", "backend", "cache")
@@ -99,17 +97,14 @@ class World:
 
     def __init__(self, *, namespaces: int, pods_per_ns: int, policies_per_ns: int,
                  gnps: int) -> None:
-        self.pods: Store[Pod] = Store("pods")
-        self.namespaces: Store[Namespace] = Store("namespaces")
-        self.k8s: Store[K8sNetworkPolicy] = Store("networkpolicies")
-        self.calico: Store[CalicoPolicy] = Store("networkpolicies")
-        self.gnps: Store[CalicoPolicy] = Store("globalnetworkpolicies")
-        self.index: PolicyIndex = wire_policy_index(
-            pods=self.pods, namespaces=self.namespaces, k8s_policies=self.k8s,
-            calico_policies=self.calico, global_policies=self.gnps,
-            network_sets=Store[NetworkSet]("networksets"),
-            global_network_sets=Store[NetworkSet]("globalnetworksets"),
-            telemetry=Telemetry())
+        stores = PolicyStores()
+        self.pods = stores.pods
+        self.namespaces = stores.namespaces
+        self.accounts = stores.service_accounts
+        self.k8s = stores.k8s_policies
+        self.calico = stores.calico_policies
+        self.gnps = stores.global_policies
+        self.index: PolicyIndex = wire_policy_index(stores, telemetry=Telemetry())
         started = time.perf_counter()
         for j in range(gnps):
             self.gnps.upsert(("", f"gnp-{j}"), parse_global_network_policy(_gnp(j)))
@@ -117,6 +112,10 @@ class World:
             ns = f"ns-{n:04d}"
             self.namespaces.upsert(("", ns), parse_namespace(
                 {"metadata": {"name": ns, "labels": {"team": f"t{n % TEAMS}"}}}))
+            for a in range(3):
+                self.accounts.upsert((ns, f"sa-{a}"), parse_service_account(
+                    {"metadata": {"name": f"sa-{a}", "namespace": ns,
+                                  "labels": {"role": f"r{a}"}}}))
             k8s, calico = _policies(ns, policies_per_ns)
             for raw in k8s:
                 self.k8s.upsert((ns, raw["metadata"]["name"]), parse_k8s_network_policy(raw))
@@ -171,6 +170,18 @@ class World:
         return run
 
 
+    def service_account_events(self, count: int) -> Callable[[], None]:
+        """``count`` label changes of service account sa-1 of ns-0000 (its role flips)."""
+        variants = [parse_service_account({"metadata": {
+            "name": "sa-1", "namespace": "ns-0000", "labels": {"role": role}}})
+            for role in ("r1", "r0")]
+
+        def run() -> None:
+            for k in range(count):
+                self.accounts.upsert(("ns-0000", "sa-1"), variants[k % 2])
+        return run
+
+
 def _per_event_us(run: Callable[[], None], count: int, repeats: int) -> float:
     """Median CPU time per event (process CPU time: other load on the machine adds no wait)."""
     run()  # warm up (and leave the state where the timed runs start)
@@ -189,6 +200,8 @@ def measure(world: World, *, events: int, repeats: int) -> dict[str, float]:
                                          repeats),
         "namespace_event_us": _per_event_us(world.namespace_events(events // 10),
                                             events // 10, repeats),
+        "service_account_event_us": _per_event_us(world.service_account_events(events // 10),
+                                                  events // 10, repeats),
         "build_s": world.build_s,
     }
 
@@ -234,6 +247,8 @@ def main() -> int:
         "pod_event_ratio": round(mn["pod_event_us"] / m1["pod_event_us"], 3),
         "policy_event_ratio": round(mn["policy_event_us"] / m1["policy_event_us"], 3),
         "namespace_event_ratio": round(mn["namespace_event_us"] / m1["namespace_event_us"], 3),
+        "service_account_event_ratio": round(
+            mn["service_account_event_us"] / m1["service_account_event_us"], 3),
         "rss_after_1x_build_mb": round(rss_1x_mb, 1),
         "rss_peak_mb": round(rss_nx_mb, 1),
     }

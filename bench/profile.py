@@ -52,8 +52,10 @@ async def build(kubeconfig: str, update_period: int) -> tuple[Any, list[Any], An
     ctx = connect(settings.kube)
     api = await ctx.__aenter__()
     role = build_cluster_role(api, settings, telemetry)
-    informers = [job.__self__ for job in role.jobs.values()
-                 if type(getattr(job, "__self__", None)).__name__ == "Informer"]
+    # an OptionalWatch (resources a cluster may not serve) wraps its informer
+    owners = [getattr(job, "__self__", None) for job in role.jobs.values()]
+    owners = [getattr(o, "informer", o) for o in owners]
+    informers = [o for o in owners if type(o).__name__ == "Informer"]
     registry = build_registry([*role.collectors, SelfCollector(telemetry)])
     return role, informers, registry, ctx
 

@@ -417,21 +417,27 @@ def ipam() -> dict[str, Any]:
 
 def policy() -> dict[str, Any]:
     ns = {"namespace": "$namespace"}
+    per_policy = {"namespace": "$namespace", "tier": "$tier"}
+    staged_deletes = ("calico_network_policy_staged_enforced_pods"
+                      + sel(action="Delete", **per_policy))
     g = Grid()
     g.add(
         row("Coverage"),
         stat("Pods not isolated for ingress",
              f'sum(calico_pods_not_isolated{sel(direction="ingress", **ns)})',
              steps=thresholds((None, "green"), (1, "orange")),
-             description="Pods no policy selects for ingress: anything may connect to them."),
+             description="Pods no enforced policy of a dropping tier (default action not Pass) "
+                         "applies to for ingress: anything may connect to them."),
         stat("Pods not isolated for egress",
              f'sum(calico_pods_not_isolated{sel(direction="egress", **ns)})',
              steps=thresholds((None, "green"), (1, "orange"))),
         stat("Policies that select nothing",
-             f"count(calico_network_policy_selected_pods{sel(**ns)} == 0) or vector(0)",
+             f"count(calico_network_policy_selected_pods{sel(**per_policy)} == 0 "
+             f"unless on (kind, namespace, policy, tier) {staged_deletes}) or vector(0)",
              steps=thresholds((None, "green"), (1, "orange")),
-             description="Policies whose selector matches no pod: usually a label typo."),
-        stat("Policies", f"sum(calico_network_policies{sel(**ns)})",
+             description="Policies whose selector matches no pod: usually a label typo "
+                         "(staged Delete policies, which select nothing by design, excluded)."),
+        stat("Policies", f"sum(calico_network_policies{sel(**per_policy)})",
              steps=thresholds((None, "blue"))),
         timeseries("Pods not isolated by namespace",
                    target(f"sum by (namespace, direction) (calico_pods_not_isolated{sel(**ns)})",
@@ -442,18 +448,33 @@ def policy() -> dict[str, Any]:
                           "{{namespace}} {{direction}}")),
         row("Policies"),
         table("Policies that select nothing",
-              target(f"max by (kind, namespace, policy) "
-                     f"(calico_network_policy_selected_pods{sel(**ns)}) == 0",
+              target(f"max by (kind, namespace, tier, policy) "
+                     f"(calico_network_policy_selected_pods{sel(**per_policy)}) == 0 "
+                     f"unless on (kind, namespace, policy, tier) {staged_deletes}",
                      instant=True, table=True),
               hide=["Value"], w=12,
-              description="Global policies show an empty namespace."),
+              description="Cluster-scoped policies (global, staged_global, cluster) show an "
+                          "empty namespace."),
         table("Pods selected per policy",
-              target(f"max by (kind, namespace, policy) "
-                     f"(calico_network_policy_selected_pods{sel(**ns)})",
+              target(f"max by (kind, namespace, tier, policy) "
+                     f"(calico_network_policy_selected_pods{sel(**per_policy)})",
                      instant=True, table=True),
               rename={"Value": "pods"}, w=12),
+        table("Tiers in evaluation order",
+              target(f"max by (tier, order) (calico_network_policy_tiers{sel(tier='$tier')})",
+                     instant=True, table=True),
+              hide=["Value"], w=8,
+              description="Felix evaluates the tiers that apply to a pod by ascending order."),
+        table("Staged policies",
+              target(f"max by (kind, namespace, tier, policy, action) "
+                     f"(calico_network_policy_staged_enforced_pods{sel(**per_policy)})",
+                     instant=True, table=True),
+              rename={"Value": "enforced policy's pods"}, w=16,
+              description="Staged policies and their stagedAction, with the pods the enforced "
+                          "policy of the same name selects today: what enforcing a Set would "
+                          "replace and a Delete would remove."),
         timeseries("Policies by kind and tier",
-                   target(f"sum by (kind, tier) (calico_network_policies{sel(**ns)})",
+                   target(f"sum by (kind, tier) (calico_network_policies{sel(**per_policy)})",
                           "{{kind}} {{tier}}")),
         timeseries("Network sets",
                    target(f"sum by (kind, namespace) (calico_network_sets{sel(**ns)})",
@@ -467,12 +488,15 @@ def policy() -> dict[str, Any]:
                    description="Rules of every policy kind by action (Allow, Deny, Log, Pass)."),
     )
     return dashboard("calico-exporter-policy", "Calico Policy",
-                     "Which pods policies select, policies that select nothing and pods no "
-                     "policy isolates.",
+                     "Which pods policies select per tier, policies that select nothing, staged "
+                     "policies and pods no policy isolates.",
                      [cluster_variable("calico_pods_isolated"),
                       variable("namespace", "Namespace",
                                'label_values(calico_pods_isolated{cluster=~"$cluster"}, '
-                               "namespace)")], g)
+                               "namespace)"),
+                      variable("tier", "Tier",
+                               'label_values(calico_network_policies{cluster=~"$cluster"}, '
+                               "tier)")], g)
 
 
 def probes() -> dict[str, Any]:

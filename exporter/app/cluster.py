@@ -17,6 +17,7 @@ from exporter.ipam import wire_ipam
 from exporter.kube import resources as r
 from exporter.kube.apigroups import CalicoApi
 from exporter.kube.client import KubeApi
+from exporter.kube.served import OptionalWatch
 from exporter.kube.store import Store
 from exporter.kube.watch import Informer
 from exporter.metrics.bgp import BGPCollector
@@ -24,20 +25,25 @@ from exporter.metrics.ipam import IpamCollector
 from exporter.metrics.policy import PolicyCollector
 from exporter.metrics.registry import Collector
 from exporter.model import RawObject
-from exporter.model.core import parse_namespace, parse_node, parse_pod
+from exporter.model.core import parse_namespace, parse_node, parse_pod, parse_service_account
 from exporter.model.ipam import parse_blockaffinity, parse_ipamblock, parse_ipamhandle, parse_ippool
 from exporter.model.nodestatus import parse_node_status
 from exporter.model.policy import (
     parse_calico_network_policy,
+    parse_cluster_network_policy,
     parse_global_network_policy,
     parse_global_network_set,
     parse_k8s_network_policy,
     parse_network_set,
+    parse_staged_global_network_policy,
+    parse_staged_k8s_network_policy,
+    parse_staged_network_policy,
+    parse_tier,
 )
 from exporter.model.telemetry import Telemetry
 from exporter.nodestatus.refresher import OWNED_SELECTOR, NodeStatusRefresher
 from exporter.nodestatus.view import NodeStatusView
-from exporter.policy.wiring import wire_policy_index
+from exporter.policy.wiring import PolicyStores, wire_policy_index
 
 STATUS_PAGE_SIZE = 20
 """LIST page size for CalicoNodeStatus: a status with the Routes class can carry thousands of
@@ -70,13 +76,16 @@ class _Watches:
         """The one decision of Calico's API group every Calico watch and writer follows."""
 
     def add(self, resource: r.Resource, parse: Callable[[RawObject], Any], *,
-            label_selector: str | None = None, page_size: int | None = None) -> Store[Any]:
+            label_selector: str | None = None, page_size: int | None = None,
+            optional: bool = False) -> Store[Any]:
+        """``optional``: the API may not serve the resource (see ``kube.served``)."""
         store: Store[Any] = Store(resource.name)
         informer = Informer(self._api, resource, parse=parse, store=store,
                             settings=self._settings.watch, telemetry=self._telemetry,
                             label_selector=label_selector, page_size=page_size,
                             calico=self.calico)
-        self._role.jobs[f"watch-{resource.name}"] = informer.run
+        job = OptionalWatch(self._api, informer).run if optional else informer.run
+        self._role.jobs[f"watch-{resource.name}"] = job
         self._role.stores.append(store)
         return store
 
@@ -112,15 +121,26 @@ def build_cluster_role(api: KubeApi, settings: Settings, telemetry: Telemetry) -
     )
     role.collectors.append(IpamCollector(ipam))
 
-    policy = wire_policy_index(
+    # Tiers (Calico 3.29 on), staged policies (3.30 on) and ClusterNetworkPolicy (where its CRD
+    # is installed, as Calico 3.32 does) are watched only where the API serves them.
+    policy = wire_policy_index(PolicyStores(
         pods=pods,
         namespaces=watches.add(r.NAMESPACES, parse_namespace),
+        service_accounts=watches.add(r.SERVICE_ACCOUNTS, parse_service_account),
+        tiers=watches.add(r.TIERS, parse_tier, optional=True),
         k8s_policies=watches.add(r.K8S_NETWORK_POLICIES, parse_k8s_network_policy),
         calico_policies=watches.add(r.CALICO_NETWORK_POLICIES, parse_calico_network_policy),
         global_policies=watches.add(r.GLOBAL_NETWORK_POLICIES, parse_global_network_policy),
+        staged_policies=watches.add(r.STAGED_NETWORK_POLICIES, parse_staged_network_policy,
+                                    optional=True),
+        staged_global_policies=watches.add(r.STAGED_GLOBAL_NETWORK_POLICIES,
+                                           parse_staged_global_network_policy, optional=True),
+        staged_k8s_policies=watches.add(r.STAGED_K8S_NETWORK_POLICIES,
+                                        parse_staged_k8s_network_policy, optional=True),
+        cluster_policies=watches.add(r.CLUSTER_NETWORK_POLICIES, parse_cluster_network_policy,
+                                     optional=True),
         network_sets=watches.add(r.NETWORK_SETS, parse_network_set),
         global_network_sets=watches.add(r.GLOBAL_NETWORK_SETS, parse_global_network_set),
-        telemetry=telemetry,
-    )
+    ), telemetry=telemetry)
     role.collectors.append(PolicyCollector(policy))
     return role

@@ -104,7 +104,14 @@ Replay the write-up against the simulated lab:
   kubectl --kubeconfig {kubeconfig} get caliconodestatuses.{calico} -o yaml
   kubectl --kubeconfig {kubeconfig} get pods -A -o wide
 
+Policy tiers, a staged Set and Delete, a ClusterNetworkPolicy in tier kube-admin:
+
+  kubectl --kubeconfig {kubeconfig} get tiers.{calico} -o yaml
+  kubectl --kubeconfig {kubeconfig} get stagednetworkpolicies.{calico} -A
+  kubectl --kubeconfig {kubeconfig} get clusternetworkpolicies
+
 Try:  curl -s http://{listen}/metrics | grep -E 'calico_(bgp_peers|ippool_utiliz|probe_succ)'
+      curl -s http://{listen}/metrics | grep -E 'calico_network_policy_(tiers|selected|staged)'
 A probe agent (source namespace "demo") runs HTTP, TCP and DNS probes against targets the demo
 serves on loopback; one of them is expected to be denied (a closed port), and matches.
 {flap}Stop with Ctrl-C.

@@ -43,10 +43,15 @@ class Resource:
 NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
 PODS = Resource("", "v1", "pods", "Pod", namespaced=True)
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount", namespaced=True)
 K8S_NETWORK_POLICIES = Resource(
     "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", namespaced=True
 )
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True)
+CLUSTER_NETWORK_POLICIES = Resource(
+    "policy.networking.k8s.io", "v1alpha2", "clusternetworkpolicies", "ClusterNetworkPolicy",
+    namespaced=False,
+)
 CALICO_NODE_STATUSES = Resource(
     CALICO_GROUP, "v1", "caliconodestatuses", "CalicoNodeStatus", namespaced=False
 )
@@ -65,4 +70,16 @@ GLOBAL_NETWORK_POLICIES = Resource(
 NETWORK_SETS = Resource(CALICO_GROUP, "v1", "networksets", "NetworkSet", namespaced=True)
 GLOBAL_NETWORK_SETS = Resource(
     CALICO_GROUP, "v1", "globalnetworksets", "GlobalNetworkSet", namespaced=False
+)
+TIERS = Resource(CALICO_GROUP, "v1", "tiers", "Tier", namespaced=False)
+STAGED_NETWORK_POLICIES = Resource(
+    CALICO_GROUP, "v1", "stagednetworkpolicies", "StagedNetworkPolicy", namespaced=True
+)
+STAGED_GLOBAL_NETWORK_POLICIES = Resource(
+    CALICO_GROUP, "v1", "stagedglobalnetworkpolicies", "StagedGlobalNetworkPolicy",
+    namespaced=False,
+)
+STAGED_K8S_NETWORK_POLICIES = Resource(
+    CALICO_GROUP, "v1", "stagedkubernetesnetworkpolicies", "StagedKubernetesNetworkPolicy",
+    namespaced=True,
 )

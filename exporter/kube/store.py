@@ -24,14 +24,23 @@ Subscriber = Callable[[ObjectKey, T | None, T | None], None]
 class Store(Generic[T]):
     """Objects of one resource type by key, plus change subscribers and a synced flag."""
 
-    __slots__ = ("_objects", "_subscribers", "resource", "synced")
+    __slots__ = ("_objects", "_on_synced", "_subscribers", "resource", "synced")
 
     def __init__(self, resource: str) -> None:
         self.resource = resource
         self._objects: dict[ObjectKey, T] = {}
         self._subscribers: list[Subscriber[T]] = []
+        self._on_synced: list[Callable[[], None]] = []
         self.synced = asyncio.Event()
         """Set after the first complete LIST; /readyz waits for every store's flag."""
+
+    def when_synced(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once, right after the first complete LIST (now if already done),
+        synchronously, after the subscribers have seen every listed object."""
+        if self.synced.is_set():
+            callback()
+        else:
+            self._on_synced.append(callback)
 
     def subscribe(self, subscriber: Subscriber[T]) -> None:
         """Register a change callback; it is first called for every object already stored."""
@@ -73,7 +82,11 @@ class Store(Generic[T]):
             self.delete(key)
         for key, obj in objects.items():
             self.upsert(key, obj)
-        self.synced.set()
+        if not self.synced.is_set():
+            self.synced.set()
+            callbacks, self._on_synced = self._on_synced, []
+            for callback in callbacks:
+                callback()
 
     def _notify(self, key: ObjectKey, old: T | None, new: T | None) -> None:
         for subscriber in self._subscribers:

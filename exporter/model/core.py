@@ -1,4 +1,4 @@
-"""Core Kubernetes objects (nodes, namespaces, pods), kept lean.
+"""Core Kubernetes objects (nodes, namespaces, service accounts, pods), kept lean.
 
 A cluster of 30,000 pods is held in memory, so :class:`Pod` keeps only what some feature needs:
 identity, node, phase, hostNetwork, IPs, labels and service account (policy selection), and
@@ -131,6 +131,25 @@ class Namespace:
 def parse_namespace(raw: RawObject) -> Namespace:
     meta = _meta(raw)
     return Namespace(name=meta["name"], labels=parse_labels(meta))
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccount:
+    """A service account: its name and labels (``serviceAccountSelector`` matches these), nothing
+    else (no secrets, no image pull secrets)."""
+
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+
+
+def parse_service_account(raw: RawObject) -> ServiceAccount:
+    meta = _meta(raw)
+    namespace = meta.get("namespace")
+    if not isinstance(namespace, str) or not namespace:
+        raise ParseError("metadata.namespace missing")
+    return ServiceAccount(namespace=_intern(namespace), name=_intern(meta["name"]),
+                          labels=parse_labels(meta))
 
 
 class Pod(NamedTuple):

@@ -2,19 +2,22 @@
 in-process control API, faithful to the semantics of a real v1.32 API server that a
 watch-based client and kubectl rely on.
 
-Served: v1 nodes, pods, namespaces; networking.k8s.io/v1 networkpolicies; coordination.k8s.io/v1
-leases; and Calico's CRDs in one of three flavours (``calico_api``, see
-:func:`exporter.sim.resources.calico_types`): ``v1``, the ``crd.projectcalico.org/v1`` CRDs of
-``crds/`` (none has a status subresource in v3.32.1, so ``.../caliconodestatuses/NAME/status``
-is 404); ``v3``, the native ``projectcalico.org/v3`` CRDs of ``crds-v3/`` (IPPool has a status
-subresource); ``both``, the v1 CRDs plus the ``projectcalico.org/v3`` that Calico's aggregated API
-server serves from them (the same objects, converted as Calico converts them, at the storage's
-resourceVersions; writes go through to the v1 objects: :mod:`exporter.sim.aggregated`). Scopes,
-schemas and subresources come from the CRD files; ``cns_status_subresource=True`` gives
-CalicoNodeStatus the ``status`` subresource of Calico master. CRDs can be installed
-(``serve_crds``) and a whole group deleted (``drop_group``) while serving, as Calico's v1-to-v3
-datastore migration does: the CRD finalizer deletes every object (DELETED events), then the
-group leaves discovery, its requests get 404 and its open watches end.
+Served: v1 nodes, pods, namespaces, serviceaccounts; networking.k8s.io/v1 networkpolicies;
+coordination.k8s.io/v1 leases; and Calico's CRDs in one of three flavours (``calico_api``, see
+:func:`exporter.sim.resources.calico_types`): ``v1``, every CRD of ``crds/`` (the
+``crd.projectcalico.org/v1`` ones, none with a status subresource in v3.32.1, so
+``.../caliconodestatuses/NAME/status`` is 404, and ``policy.networking.k8s.io/v1alpha2``
+clusternetworkpolicies); ``v3``, the non-Calico CRDs of ``crds/`` and the native
+``projectcalico.org/v3`` CRDs of ``crds-v3/`` (IPPool has a status subresource); ``both``, the
+v1 flavour plus the ``projectcalico.org/v3`` that Calico's aggregated API server serves from it
+(the same objects, converted as Calico converts them, at the storage's resourceVersions; writes
+go through to the v1 objects: :mod:`exporter.sim.aggregated`). Scopes, schemas, subresources and
+printer columns come from the CRD files; ``cns_status_subresource=True`` gives CalicoNodeStatus
+the ``status`` subresource of Calico master; ``crd_files`` serves exactly the given CRDs instead
+of a flavour (a cluster without some of them). CRDs can be installed (``serve_crds``) and a whole
+group deleted (``drop_group``) while serving, as Calico's v1-to-v3 datastore migration does: the
+CRD finalizer deletes every object (DELETED events), then the group leaves discovery, its
+requests get 404 and its open watches end.
 
 HTTP semantics (each has a contract test in ``tests/sim/test_apiserver_contract.py``):
 
@@ -59,7 +62,8 @@ HTTP semantics (each has a contract test in ``tests/sim/test_apiserver_contract.
 Deliberate simplifications (documented here, not hidden): pods are deleted immediately (no
 kubelet to confirm a graceful deletion); no managedFields and no server-side apply (415);
 built-in kinds have no schema, so only their metadata is pruned and validated (plus the pod
-fields typed clients require: containers with name and image); the in-process API writes spec
+fields typed clients require: containers with name and image); the ``serviceaccounts/token``
+subresource (TokenRequest) is not served; the in-process API writes spec
 and status together (it stands for etcd-level writes by controllers); ``seed()`` upserts and
 keeps given uids and creationTimestamps. The request log keeps the last ``request_log_limit``
 requests (bodies cut at 64 KiB).

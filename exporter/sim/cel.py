@@ -3,7 +3,10 @@
 Supported: literals (int, double, string, bool, null, lists), identifiers (``self``,
 ``oldSelf``, macro variables), field selection, indexing, ``has(x.f)``, ``size(x)`` and
 ``x.size()``, ``x.contains(s)``, ``startsWith``, ``endsWith``, ``matches``, the macros
-``exists``, ``all``, ``exists_one``, ``map`` and ``filter``, unary ``!`` and ``-``, arithmetic,
+``exists``, ``all``, ``exists_one``, ``map`` and ``filter``, Kubernetes' ``isCIDR(s)`` (the
+``net.cidr`` library of k8s.io/apiserver ``pkg/cel/library/cidr.go``: Go's
+``netip.ParsePrefix`` succeeds and the address is not IPv4-mapped IPv6), unary ``!`` and ``-``,
+arithmetic,
 comparisons, ``in``, ``&&``/``||`` (with CEL's commutative error absorption) and ``?:``.
 Equality across types is false (heterogeneous equality), as in Kubernetes CEL.
 
@@ -12,6 +15,7 @@ Anything outside the subset raises :class:`CelError`, which the validator report
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -289,6 +293,25 @@ def _binary(op: str, left: Node, right: Node, env: dict[str, Any]) -> Any:
 _MACROS = ("exists", "all", "exists_one", "map", "filter")
 
 
+def is_cidr(text: str) -> bool:
+    """Kubernetes CEL ``isCIDR``: Go's ``netip.ParsePrefix`` accepts it (an address without a
+    zone, no leading zeros in IPv4 octets, ``/`` and a decimal prefix length without leading
+    zeros within the family's bits) and the address is not an IPv4-mapped IPv6 address."""
+    address, slash, bits = text.partition("/")
+    if not slash or not bits.isdigit() or not bits.isascii() or (len(bits) > 1
+                                                                   and bits[0] == "0"):
+        return False
+    if "%" in address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if int(bits) > ip.max_prefixlen:
+        return False
+    return not (isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None)
+
+
 def _call(name: str, target: Node | None, args: list[Node], env: dict[str, Any]) -> Any:
     if target is None and name == "has":
         if len(args) != 1 or args[0][0] != "sel":
@@ -314,6 +337,10 @@ def _call(name: str, target: Node | None, args: list[Node], env: dict[str, Any])
             return results
         return [item for item, r in zip(items, results, strict=True) if r is True]
     values = [_eval(a, env) for a in args]
+    if name == "isCIDR" and target is None:
+        if len(values) != 1 or not isinstance(values[0], str):
+            raise CelError("no such overload: isCIDR")
+        return is_cidr(values[0])
     if name == "size":
         subject = _eval(target, env) if target is not None else (values[0] if values else None)
         if not isinstance(subject, str | list | dict):

@@ -5,6 +5,11 @@ namespaces, pools, IPAM blocks and pods allocated like Calico IPAM, policies), r
 calico-node status reporter per node, and lets tests and the demo change the world: take a BGP
 session or a whole BIRD down and up, add and remove nodes and pods, leak an address.
 
+Service accounts: every namespace gets a ``default`` ServiceAccount as kube-controller-manager's
+service-account controller creates it (also for namespaces created later), and a pod's service
+account is created with the pod when missing, as the workload's manifests would have it (a real
+API server's ServiceAccount admission refuses a pod whose service account does not exist).
+
 The BGP model: in a full mesh every node peers with every other node (type NodeMesh, BIRD
 protocol ``Mesh_<ip>``); with route reflectors, every other node peers with each reflector and
 the reflectors with each other (NodePeer). A node learns, over each established session, the IPAM
@@ -61,6 +66,8 @@ class SimCluster:
         self.booted = clock()
         self._reporters: dict[str, StatusReporter] = {}
         self._unsubscribe: list[Callable[[], None]] = []
+        """Subscriptions to Calico's group (renewed when the data moves to another group)."""
+        self._unsubscribe_namespaces: Callable[[], None] | None = None
         self._container = 0
         self._flapper: asyncio.Task[None] | None = None
 
@@ -73,6 +80,9 @@ class SimCluster:
             [self._namespace(name, labels) for name, labels in sc.namespaces]
             + [self._ippool(pool) for pool in sc.ippools]
         )
+        self._unsubscribe_namespaces = self.api.subscribe("namespaces", self._on_namespace)
+        for ns in self.api.list("namespaces"):
+            self.ensure_service_account(ns["metadata"]["name"], "default")
         for node in sc.nodes:
             self.add_node(node)
         for cidr, node_name in sc.blocks:
@@ -117,12 +127,27 @@ class SimCluster:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe = []
+        if self._unsubscribe_namespaces is not None:
+            self._unsubscribe_namespaces()
+            self._unsubscribe_namespaces = None
         for reporter in self._reporters.values():
             await reporter.stop()
 
     def _on_status_event(self, kind: str, obj: dict[str, Any]) -> None:
         for reporter in self._reporters.values():
             reporter.on_event(kind, obj)
+
+    def _on_namespace(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind == "ADDED":
+            self.ensure_service_account(obj["metadata"]["name"], "default")
+
+    def ensure_service_account(self, namespace: str, name: str) -> None:
+        """Create the ServiceAccount ``namespace/name`` unless it exists."""
+        try:
+            self.api.get("serviceaccounts", name, namespace)
+        except ApiError:
+            self.api.create({"apiVersion": "v1", "kind": "ServiceAccount",
+                             "metadata": {"name": name, "namespace": namespace}})
 
     def _poke(self, *nodes: str) -> None:
         for name in nodes or tuple(self._reporters):
@@ -195,6 +220,7 @@ class SimCluster:
                 self.api.update(block)
 
     def add_pod(self, pod: SimPod) -> dict[str, Any]:
+        self.ensure_service_account(pod.namespace, pod.service_account)
         self._container += 1
         container = f"{self._container:064x}"
         node = self.nodes[pod.node]

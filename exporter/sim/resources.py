@@ -144,7 +144,8 @@ class ResourceType:
 
 
 def builtin_types() -> list[ResourceType]:
-    """The built-in kinds served: v1 nodes, pods, namespaces; NetworkPolicy; Lease."""
+    """The built-in kinds served: v1 nodes, pods, namespaces, serviceaccounts; NetworkPolicy;
+    Lease."""
     pod_fields = dict(_META_FIELDS)
     pod_fields.update(
         {
@@ -184,6 +185,11 @@ def builtin_types() -> list[ResourceType]:
             field_labels=ns_fields,
         ),
         ResourceType(
+            "", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount",
+            "ServiceAccountList", True, ("sa",), tracks_generation=False,
+            unconditional_update=True,
+        ),
+        ResourceType(
             "networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy",
             "NetworkPolicyList", True, ("netpol",), unconditional_update=True,
         ),
@@ -195,7 +201,7 @@ def builtin_types() -> list[ResourceType]:
 
 
 def crd_types(paths: Iterable[Path] | None = None) -> list[ResourceType]:
-    """Resource types from CRD YAML files (default: the nine Calico CRDs in ``crds/``)."""
+    """Resource types from CRD YAML files (default: every CRD file in ``crds/``)."""
     files = sorted(paths) if paths is not None else sorted(CRD_DIR.glob("*.yaml"))
     out: list[ResourceType] = []
     for path in files:

@@ -9,7 +9,8 @@ What a real API server does with a CRD's ``openAPIV3Schema``, in the same order:
    property).
 3. *Validation*, reported as 422 causes: ``type`` (with ``nullable``,
    ``x-kubernetes-int-or-string``), ``required``, ``enum``, ``minimum``/``maximum`` (and the
-   exclusive forms), ``minLength``/``maxLength``, ``minItems``/``maxItems``, ``pattern``,
+   exclusive forms), ``minLength``/``maxLength``, ``minItems``/``maxItems``,
+   ``minProperties``/``maxProperties``, ``pattern``,
    ``format`` for strings (``date-time``, ``date``, ``cidr``, ``ipv4``, ``ipv6``, ``uuid``; as on a
    real server, formats of integers such as ``int32`` are not enforced), duplicate entries of an
    ``x-kubernetes-list-type: set`` list, and ``x-kubernetes-validations`` CEL rules (see
@@ -351,6 +352,10 @@ def _check_object(schema: dict[str, Any], value: dict[str, Any], path: str, old:
         causes.append({"reason": "FieldValueTooMany", "field": path,
                        "message": f"Too many: {len(value)}: must have at most "
                                   f"{schema['maxProperties']} items"})
+    if "minProperties" in schema and len(value) < schema["minProperties"]:
+        causes.append({"reason": "FieldValueInvalid", "field": path,
+                       "message": f"Invalid value: {len(value)}: {path} in body should have at "
+                                  f"least {schema['minProperties']} properties"})
 
 
 def _run_rules(schema: dict[str, Any], value: Any, path: str, old: Any,

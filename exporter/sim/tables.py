@@ -1,12 +1,13 @@
 """Server-side printing: ``meta.k8s.io/v1`` Table responses, which kubectl asks for with
 ``Accept: application/json;as=Table;v=v1;g=meta.k8s.io``.
 
-Columns follow the real server's printers for pods, nodes, namespaces, network policies and
-leases (``-o wide`` shows the priority-1 columns); custom resources get Name and their CRD's
-``additionalPrinterColumns`` (the native v3 Calico CRDs declare some), or Name and Age when it
-declares none, as apiextensions-apiserver's table convertor does: a ``date`` cell is the age of
-the timestamp, a ``string`` cell prints a list or map as compact JSON, and a path matching nothing
-is an empty cell. Column paths are the simple JSONPath CRDs use: ``.a.b`` and filters
+Columns follow the real server's printers for pods, nodes, namespaces, service accounts, network
+policies and leases (``-o wide`` shows the priority-1 columns); custom resources get Name and
+their CRD's ``additionalPrinterColumns`` (the native v3 Calico CRDs declare some, and so does
+ClusterNetworkPolicy: Tier, Priority, Age), or Name and Age when it declares none, as
+apiextensions-apiserver's table convertor does: a ``date`` cell is the age of the timestamp, a
+``string`` cell prints a list or map as compact JSON, and a path matching nothing is an empty
+cell. Column paths are the simple JSONPath CRDs use: ``.a.b`` and filters
 ``[?(@.key=='value')]``. Rows carry the object as
 PartialObjectMetadata (``includeObject=Metadata``, the default), the full object with
 ``includeObject=Object``, or nothing with ``includeObject=None``.
@@ -217,6 +218,11 @@ _COLUMNS: dict[tuple[str, str], list[Column]] = {
         ("Status", "string", 0, lambda o: _get(o, "status", "phase") or "Active"),
         ("Age", "string", 0, _age),
     ],
+    ("", "serviceaccounts"): [
+        ("Name", "string", 0, _name),
+        ("Secrets", "string", 0, lambda o: len(_get(o, "secrets") or [])),
+        ("Age", "string", 0, _age),
+    ],
     ("networking.k8s.io", "networkpolicies"): [
         ("Name", "string", 0, _name),
         ("Pod-Selector", "string", 0, _selector),
@@ -243,8 +249,9 @@ def column_definitions(rt: ResourceType) -> list[dict[str, Any]]:
     described = {str(c["name"]): str(c.get("description") or "Custom resource definition "
                                       f"column (in JSONPath format): {c['jsonPath']}")
                  for c in rt.printer_columns}
-    return [{"name": name, "type": "integer" if name == "Restarts" else typ,
-             "format": "name" if name == "Name" else "",
+    formats = {str(c["name"]): str(c.get("format") or "") for c in rt.printer_columns}
+    return [{"name": name, "type": "integer" if name in ("Restarts", "Secrets") else typ,
+             "format": "name" if name == "Name" else formats.get(name, ""),
              "description": described.get(name, name) if name != "Name" else name,
              "priority": prio}
             for name, typ, prio, _ in columns(rt)]

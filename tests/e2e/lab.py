@@ -125,9 +125,12 @@ def lab_settings(kubeconfig: Path, **overrides: object) -> config.Settings:
 
 async def start_lab(tmp_path: Path, *, scenario: str = "nke-lab",
                     rbac_rules: list[dict[str, object]] | None = None, calico_api: str = "v1",
-                    cns_status_subresource: bool = False, **overrides: object) -> Lab:
+                    cns_status_subresource: bool = False, crd_files: list[Path] | None = None,
+                    **overrides: object) -> Lab:
+    """``crd_files``: the CRDs the emulator serves instead of the flavour's."""
     apiserver = ApiServer(token="test-token", rbac_rules=rbac_rules, bookmark_interval=0.5,
-                          calico_api=calico_api, cns_status_subresource=cns_status_subresource)
+                          calico_api=calico_api, cns_status_subresource=cns_status_subresource,
+                          crd_files=crd_files)
     await apiserver.start()
     cluster = SimCluster(apiserver, load(scenario))
     try:

@@ -88,7 +88,7 @@ def demo() -> Iterator[Demo]:
 def kubectl_outputs(demo: Demo) -> list[str]:
     """The output of each kubectl command of the demo's banner."""
     commands = re.findall(r"^\s+(kubectl --kubeconfig .+)$", demo.banner, re.M)
-    assert len(commands) == 3
+    assert len(commands) == 6
     return [subprocess.run(cmd.split(), capture_output=True, text=True, timeout=30,
                            check=True).stdout for cmd in commands]
 
@@ -108,7 +108,11 @@ def test_write_up_numbers(demo: Demo) -> None:
     assert blocks[("172.20.116.128/26", WORKER1)] == 11
     assert blocks[("172.20.188.64/26", WORKER0)] == 9
     assert value(got, "calico_network_policy_selected_pods", kind="k8s", namespace="guestbook",
-                 policy="mypolicy") == 5
+                 policy="mypolicy", tier="default") == 5
+    assert value(got, "calico_network_policy_tiers", tier="security", order="100") == 1
+    assert value(got, "calico_network_policy_staged_enforced_pods", kind="staged",
+                 namespace="guestbook", policy="default-allow-egress", tier="default",
+                 action="Delete") == 5
     assert value(got, "calico_pods_isolated", namespace="guestbook", direction="ingress") == 5
     assert value(got, "calico_pods_isolated", namespace="guestbook", direction="egress") == 5
     assert value(got, "calico_pods_not_isolated", namespace="testns", direction="ingress") == 1
@@ -123,6 +127,11 @@ def test_banner_commands_work_with_kubectl(demo: Demo) -> None:
     assert "numberEstablishedV4: 2" in outputs[1]
     assert "frontend-795b566649-4zkqc" in outputs[2]
     assert "172.20.116.140" in outputs[2]
+    assert "name: kube-baseline" in outputs[3]
+    assert "default-allow-egress" in outputs[4]
+    header, row = outputs[5].splitlines()[:2]
+    assert header.split() == ["NAME", "TIER", "PRIORITY", "AGE"]
+    assert row.split()[:3] == ["kube-system-internal", "Admin", "10"]
 
 
 def test_promtool_check_metrics(demo: Demo) -> None:
@@ -182,12 +191,19 @@ def test_calico_api_flavours(flavour: str, group: str) -> None:
         version = "v3" if group == "projectcalico.org" else "v1"
         assert value(got, "calico_exporter_calico_api_info", group=group, version=version) == 1
         assert value(got, "calico_network_policy_selected_pods", kind="k8s",
-                     namespace="guestbook", policy="mypolicy") == 5
+                     namespace="guestbook", policy="mypolicy", tier="default") == 5
+        assert value(got, "calico_network_policy_tiers", tier="security", order="100") == 1
+        assert value(got, "calico_network_policy_staged_enforced_pods", kind="staged",
+                     namespace="guestbook", policy="default-allow-egress", tier="default",
+                     action="Delete") == 5
         assert f"ippools.{group} " in running.banner
+        assert f"tiers.{group} " in running.banner
         if shutil.which("kubectl") is not None:
             outputs = kubectl_outputs(running)
             assert f"apiVersion: {group}/{version}" in outputs[0]
             assert "numberEstablishedV4: 2" in outputs[1]
+            assert "name: kube-baseline" in outputs[3]
+            assert "default-allow-egress" in outputs[4]
 
 
 def test_sigterm_exits_cleanly_within_2s(demo: Demo) -> None:

@@ -1,14 +1,27 @@
-"""Issue 4 end to end: nke-lab in the emulator, the cluster role, and the real /metrics, in every
+"""Policy end to end: nke-lab in the emulator, the cluster role, and the real /metrics (issues 4
+and 11: tiers, policy names, staged policies, ClusterNetworkPolicy, service accounts), in every
 Calico flavour (the ``lab`` fixture's ``calico_api``)."""
 
 from __future__ import annotations
 
-from tests.e2e.lab import Lab, Samples, value
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter.sim.resources import CRD_DIR
+from tests.e2e.lab import Lab, Samples, series, start_lab, stop_lab, value
+from tests.policy.reference import DATA
+
+CALICO = "crd.projectcalico.org/v1"
+INVALID = "calico_exporter_invalid_objects_total"
 
 
-def _selected(samples: Samples, kind: str, namespace: str, policy: str) -> float | None:
+def _selected(samples: Samples, kind: str, namespace: str, policy: str,
+              tier: str = "default") -> float | None:
     return value(samples, "calico_network_policy_selected_pods", kind=kind,
-                 namespace=namespace, policy=policy)
+                 namespace=namespace, policy=policy, tier=tier)
 
 
 def _testns_pods(lab: Lab) -> int:
@@ -16,10 +29,16 @@ def _testns_pods(lab: Lab) -> int:
                if not p["spec"].get("hostNetwork") and p["spec"].get("nodeName"))
 
 
+async def _synced(lab: Lab) -> Samples:
+    return await lab.wait_for(
+        lambda s: _selected(s, "k8s", "guestbook", "mypolicy") == 5
+        and _selected(s, "cluster", "", "kube-system-internal", "kube-admin") == 3,
+        what="initial sync")
+
+
 async def test_write_up_numbers(lab: Lab) -> None:
     """mypolicy selects guestbook's 5 pods; guestbook isolated 5/5; testns not isolated."""
-    got = await lab.wait_for(lambda s: _selected(s, "k8s", "guestbook", "mypolicy") == 5,
-                             what="mypolicy selection")
+    got = await _synced(lab)
     for direction in ("ingress", "egress"):
         assert value(got, "calico_pods_isolated", namespace="guestbook", direction=direction) == 5
         assert value(got, "calico_pods_not_isolated", namespace="testns",
@@ -32,20 +51,58 @@ async def test_write_up_numbers(lab: Lab) -> None:
                  action="Deny") == 1
 
 
+async def test_tiers_staged_and_cluster_policies_of_the_lab(lab: Lab) -> None:
+    """nke-lab's tiers (Calico 3.32's built-ins and "security"), its v3.31-stored GNP in tier
+    security, its staged Set and Delete policies and its ClusterNetworkPolicy in kube-admin, as
+    exact series; none of them isolates a pod (Pass tiers, staged policies)."""
+    got = await _synced(lab)
+    assert {(s["tier"], s["order"]) for s in series(got, "calico_network_policy_tiers")} == {
+        ("security", "100"), ("kube-admin", "1000"), ("default", "1000000"),
+        ("kube-baseline", "10000000")}
+    assert all(v == 1 for (n, _), v in got.items() if n == "calico_network_policy_tiers")
+    # 22 pods have a workload endpoint: every pod but the three hostNetwork calico-node ones
+    assert _selected(got, "global", "", "security.allow-dns", "security") == 22
+    assert value(got, "calico_network_policies", kind="global", namespace="",
+                 tier="security") == 1
+    assert _selected(got, "staged", "guestbook", "frontend-ingress") == 3
+    assert _selected(got, "staged", "guestbook", "default-allow-egress") == 0
+    staged = {(s["policy"], s["action"]): v for (n, lbl), v in got.items()
+              if n == "calico_network_policy_staged_enforced_pods" for s in (dict(lbl),)}
+    assert staged == {("frontend-ingress", "Set"): 0, ("default-allow-egress", "Delete"): 5}
+    assert series(got, "calico_network_policy_staged_enforced_pods",
+                  policy="default-allow-egress") == [{
+                      "kind": "staged", "namespace": "guestbook", "policy": "default-allow-egress",
+                      "tier": "default", "action": "Delete"}]
+    assert value(got, "calico_network_policies", kind="staged", namespace="guestbook",
+                 tier="default") == 2
+    assert value(got, "calico_network_policies", kind="cluster", namespace="",
+                 tier="kube-admin") == 1
+    for direction in ("ingress", "egress"):
+        assert value(got, "calico_pods_isolated", namespace="kube-system",
+                     direction=direction) == 0
+        assert value(got, "calico_pods_not_isolated", namespace="testns",
+                     direction=direction) == 1
+    assert value(got, "calico_network_policy_rules", kind="cluster", direction="ingress",
+                 action="Allow") == 1
+
+
 async def test_live_edits(lab: Lab) -> None:
-    """A GNP with a bad selector is counted and selects nothing; a good one isolates testns."""
-    await lab.wait_for(lambda s: _selected(s, "k8s", "guestbook", "mypolicy") == 5,
-                       what="initial sync")
-    lab.apiserver.create(lab.calico_object("GlobalNetworkPolicy", "typo",
-                                           spec={"selector": "run = 'testpod'"}))
-    lab.apiserver.create(lab.calico_object(
-        "GlobalNetworkPolicy", "default.testpods",
-        spec={"selector": "run == 'testpod'",
-              "namespaceSelector": "kubernetes.io/metadata.name == 'testns'"}))
+    """A GNP with a bad selector is counted and selects nothing; a good one, written as
+    libcalico-go stores a default-tier policy (name default.x, v3 name in the metadata
+    annotation), is shown by its v3 name and isolates testns."""
+    await _synced(lab)
+    lab.apiserver.create({
+        "apiVersion": CALICO, "kind": "GlobalNetworkPolicy",
+        "metadata": {"name": "typo"}, "spec": {"selector": "run = 'testpod'"}})
+    lab.apiserver.create({
+        "apiVersion": CALICO, "kind": "GlobalNetworkPolicy",
+        "metadata": {"name": "default.testpods", "annotations": {
+            "projectcalico.org/metadata": '{"name":"testpods","creationTimestamp":null}'}},
+        "spec": {"selector": "run == 'testpod'",
+                 "namespaceSelector": "kubernetes.io/metadata.name == 'testns'"}})
     got = await lab.wait_for(
         lambda s: _selected(s, "global", "", "testpods") == 1
-        and value(s, "calico_exporter_invalid_objects_total",
-                  resource="globalnetworkpolicies.crd.projectcalico.org") == 1,
+        and value(s, INVALID, resource="globalnetworkpolicies.crd.projectcalico.org") == 1,
         what="GNP selection and the invalid count")
     assert _selected(got, "global", "", "typo") == 0
     assert value(got, "calico_pods_isolated", namespace="testns", direction="ingress") == 1
@@ -75,3 +132,135 @@ async def test_network_sets(lab: Lab) -> None:
     await lab.wait_for(
         lambda s: not value(s, "calico_network_sets", kind="global", namespace=""),
         what="global network set gone")
+
+
+async def test_same_name_in_two_tiers(lab: Lab) -> None:
+    """A v3.31-stored default-tier "allow-redis" (stored default.allow-redis, v3 name in the
+    metadata annotation) and a v3.32 "allow-redis" of tier security are two series with their
+    own counts, never a sum."""
+    await _synced(lab)
+    api = lab.apiserver
+    api.create({"apiVersion": CALICO, "kind": "NetworkPolicy", "metadata": {
+        "name": "default.allow-redis", "namespace": "guestbook",
+        "annotations": {"projectcalico.org/metadata": '{"name":"allow-redis"}'}},
+        "spec": {"selector": "app == 'redis'", "types": ["Ingress"]}})
+    api.create({"apiVersion": CALICO, "kind": "NetworkPolicy", "metadata": {
+        "name": "allow-redis", "namespace": "guestbook", "labels": {
+            "projectcalico.org/tier": "security"}},
+        "spec": {"tier": "security", "selector": "role == 'leader'", "types": ["Ingress"]}})
+    got = await lab.wait_for(
+        lambda s: _selected(s, "calico", "guestbook", "allow-redis", "security") == 1,
+        what="both tiers")
+    shown = series(got, "calico_network_policy_selected_pods", policy="allow-redis")
+    assert sorted((s["kind"], s["namespace"], s["tier"]) for s in shown) == [
+        ("calico", "guestbook", "default"), ("calico", "guestbook", "security")]
+    assert _selected(got, "calico", "guestbook", "allow-redis") == 2
+    assert value(got, "calico_network_policies", kind="calico", namespace="guestbook",
+                 tier="security") == 1
+    assert value(got, "calico_network_policies", kind="calico", namespace="guestbook",
+                 tier="default") == 3
+
+
+async def test_staged_delete_enforced(lab: Lab) -> None:
+    """nke-lab's staged Delete of default-allow-egress reports the 5 pods that policy selects;
+    once the deletion is enforced (the policy deleted) it reports 0, and guestbook stays isolated
+    on egress by custom-deny-egress."""
+    got = await _synced(lab)
+    labels = {"kind": "staged", "namespace": "guestbook", "policy": "default-allow-egress",
+              "tier": "default", "action": "Delete"}
+    assert value(got, "calico_network_policy_staged_enforced_pods", **labels) == 5
+    lab.apiserver.delete("networkpolicies.crd.projectcalico.org", "default-allow-egress",
+                         "guestbook")
+    got = await lab.wait_for(
+        lambda s: value(s, "calico_network_policy_staged_enforced_pods", **labels) == 0,
+        what="the deletion enforced")
+    assert _selected(got, "calico", "guestbook", "default-allow-egress") is None
+    assert _selected(got, "staged", "guestbook", "default-allow-egress") == 0
+    assert value(got, "calico_pods_isolated", namespace="guestbook", direction="egress") == 5
+
+
+async def test_service_account_docs_example(lab: Lab) -> None:
+    """Calico's docs example "restrict-intern-access" (tigera/docs calico/network-policy/
+    policy-rules/service-accounts.mdx) selects the pods running as the service account labelled
+    role: intern; relabelling the service accounts moves the selection."""
+    await _synced(lab)
+    api = lab.apiserver
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": "prod-engineering", "labels": {"kubernetes.io/metadata.name": "prod-engineering"}}})
+    for name, labels in (("intern", {"role": "intern"}), ("senior", {"role": "dev"})):
+        api.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
+            "name": name, "namespace": "prod-engineering", "labels": labels}})
+    for name, account in (("app-1", "intern"), ("app-2", "intern"), ("app-3", "senior"),
+                          ("app-4", "default")):
+        api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": name, "namespace": "prod-engineering", "labels": {"app": "x"}},
+            "spec": {"nodeName": "nke-dev01-89e792-worker-0", "serviceAccountName": account,
+                     "containers": [{"name": "main", "image": "registry.example/app:1"}]},
+            "status": {"phase": "Running"}})
+    doc: dict[str, Any] = yaml.safe_load((DATA / "service-accounts-docs-example.yaml").read_text())
+    api.create({**doc, "apiVersion": CALICO})
+    got = await lab.wait_for(
+        lambda s: _selected(s, "calico", "prod-engineering", "restrict-intern-access") == 2,
+        what="the intern pods selected")
+    for direction in ("ingress", "egress"):
+        assert value(got, "calico_pods_isolated", namespace="prod-engineering",
+                     direction=direction) == 2
+    api.patch("serviceaccounts", "senior", {"metadata": {"labels": {"role": "intern"}}},
+              namespace="prod-engineering")
+    await lab.wait_for(
+        lambda s: _selected(s, "calico", "prod-engineering", "restrict-intern-access") == 3,
+        what="the relabelled service account's pod selected")
+
+
+async def test_bad_input_stays_harmless(lab: Lab) -> None:
+    """A policy in a tier that does not exist is counted and kept as Felix keeps it (it isolates);
+    a ClusterNetworkPolicy whose subject has an unknown operator is counted and skipped; every
+    other series keeps being served."""
+    await _synced(lab)
+    api = lab.apiserver
+    api.create({"apiVersion": CALICO, "kind": "NetworkPolicy", "metadata": {
+        "name": "orphan", "namespace": "testns"},
+        "spec": {"tier": "nonexistent", "selector": "run == 'testpod'", "types": ["Ingress"]}})
+    api.create({"apiVersion": "policy.networking.k8s.io/v1alpha2",
+                "kind": "ClusterNetworkPolicy", "metadata": {"name": "bad-subject"},
+                "spec": {"tier": "Admin", "priority": 5, "subject": {"namespaces": {
+                    "matchExpressions": [{"key": "team", "operator": "Equals",
+                                          "values": ["a"]}]}}}})
+    got = await lab.wait_for(
+        lambda s: value(s, INVALID, resource="networkpolicies.crd.projectcalico.org") == 1
+        and value(s, INVALID, resource="clusternetworkpolicies.policy.networking.k8s.io") == 1,
+        what="both counted")
+    assert _selected(got, "calico", "testns", "orphan", "nonexistent") == 1
+    assert value(got, "calico_pods_isolated", namespace="testns", direction="ingress") == 1
+    assert not series(got, "calico_network_policy_tiers", tier="nonexistent")
+    assert _selected(got, "cluster", "", "bad-subject", "kube-admin") is None
+    assert _selected(got, "k8s", "guestbook", "mypolicy") == 5
+    assert _selected(got, "cluster", "", "kube-system-internal", "kube-admin") == 3
+    api.create({"apiVersion": CALICO, "kind": "Tier", "metadata": {"name": "nonexistent"},
+                "spec": {"order": 50, "defaultAction": "Pass"}})
+    await lab.wait_for(
+        lambda s: value(s, "calico_pods_isolated", namespace="testns", direction="ingress") == 0
+        and value(s, "calico_network_policy_tiers", tier="nonexistent", order="50") == 1,
+        what="the tier created")
+
+
+async def test_cluster_network_policy_not_served(tmp_path: Path) -> None:
+    """Without the ClusterNetworkPolicy CRD the exporter asks discovery once, never lists or
+    watches it, reports no error and is ready."""
+    crds = sorted(p for p in CRD_DIR.glob("*.yaml") if not p.name.startswith("policy.networking"))
+    lab = await start_lab(tmp_path, scenario="dual-stack", crd_files=crds)
+    try:
+        await lab.wait_for(lambda s: value(s, "calico_network_policy_tiers", tier="default",
+                                           order="1000000") == 1, what="sync")
+        deadline = asyncio.get_running_loop().time() + 20
+        while (await lab.scrape("/readyz")).strip() != "ok":
+            assert asyncio.get_running_loop().time() < deadline, "never ready"
+            await asyncio.sleep(0.1)
+        got = await lab.samples()
+        paths = [r.path.partition("?")[0] for r in lab.apiserver.requests]
+    finally:
+        await stop_lab(lab)
+    assert "/apis/policy.networking.k8s.io/v1alpha2" in paths
+    assert not [p for p in paths if "clusternetworkpolicies" in p]
+    assert value(got, INVALID, resource="clusternetworkpolicies.policy.networking.k8s.io") == 0
+    assert not series(got, "calico_network_policy_selected_pods", kind="cluster")

@@ -8,14 +8,22 @@ from typing import Any
 import pytest
 
 from exporter.model import ParseError
+from exporter.model.core import parse_service_account
 from exporter.model.policy import (
+    BUILTIN_TIERS,
     LabelSelector,
     RuleCount,
+    Tier,
     parse_calico_network_policy,
+    parse_cluster_network_policy,
     parse_global_network_policy,
     parse_global_network_set,
     parse_k8s_network_policy,
     parse_network_set,
+    parse_staged_global_network_policy,
+    parse_staged_k8s_network_policy,
+    parse_staged_network_policy,
+    parse_tier,
 )
 from exporter.sim import calicoapi
 from tests.policy.reference import (
@@ -23,8 +31,12 @@ from tests.policy.reference import (
     DEFAULT_ALLOW_EGRESS,
     MYPOLICY,
     raw_calico_policy,
+    raw_cluster_policy,
     raw_global_policy,
     raw_k8s_policy,
+    raw_staged_global_policy,
+    raw_staged_k8s_policy,
+    raw_staged_policy,
     sample,
 )
 
@@ -87,20 +99,54 @@ def test_k8s_policy_types_default_like_the_api_server(spec: dict[str, Any],
     assert (policy.ingress, policy.egress) == types
 
 
-@pytest.mark.parametrize(("name", "tier", "display"), [
-    ("default.allow-dns", None, "allow-dns"),
-    ("default.allow-dns", "", "allow-dns"),
-    ("security.block", "security", "block"),
-    ("allow-dns", "security", "allow-dns"),
-    ("default.x", "security", "default.x"),
-    ("security.", "security", "security."),
+# libcalico-go ConvertK8sResourceToCalicoResource (lib/backend/k8s/resources/resources.go, the same
+# at v3.31.0 and v3.32.1): no projectcalico.org/metadata annotation -> the stored name; an
+# annotation with a name -> that name; an annotation without one -> determinePolicyName (strip
+# "default." in the default tier only). Names as Calico <= 3.31 stored them: names.TieredPolicyName
+# (lib/names/policy.go at v3.31.0) turned a default-tier "x" into "default.x" and required
+# "<tier>.<name>" outside the default tier, which is also the v3 name there.
+METADATA = "projectcalico.org/metadata"
+
+
+@pytest.mark.parametrize(("name", "tier", "annotation", "shown"), [
+    ("default.allow-dns", None, '{"name":"allow-dns"}', "allow-dns"),
+    ("default.allow-dns", "", '{"name":"allow-dns","creationTimestamp":null}', "allow-dns"),
+    ("default.allow-dns", None, "{}", "allow-dns"),
+    ("default.allow-dns", None, None, "default.allow-dns"),
+    ("security.allow-dns", "security", '{"name":"security.allow-dns"}', "security.allow-dns"),
+    ("security.allow-dns", "security", "{}", "security.allow-dns"),
+    ("security.allow-dns", "security", None, "security.allow-dns"),
+    ("allow-dns", "security", '{"name":"allow-dns"}', "allow-dns"),
+    ("allow-dns", "security", None, "allow-dns"),
+    ("default.x", "security", "{}", "default.x"),
 ])
-def test_tier_and_pre_v3_32_names(name: str, tier: str | None, display: str) -> None:
-    """Empty tier is default; a leading '<tier>.' (pre-v3.32 stored name) is stripped."""
+def test_policy_names_as_libcalico_go_converts_them(name: str, tier: str | None,
+                                                    annotation: str | None, shown: str) -> None:
+    """The name shown is the v3 name libcalico-go gives the stored object; empty tier is
+    default; the stored name stays the key."""
     spec: dict[str, Any] = {} if tier is None else {"tier": tier}
-    policy = parse_global_network_policy(raw_global_policy(name, spec))
-    assert policy.tier == (tier or "default")
-    assert (policy.name, policy.stored_name) == (display, name)
+    raw = raw_global_policy(name, spec)
+    if annotation is not None:
+        raw["metadata"]["annotations"] = {METADATA: annotation}
+    for parse in (parse_global_network_policy, parse_staged_global_network_policy):
+        policy = parse(raw)
+        assert policy.tier == (tier or "default")
+        assert (policy.name, policy.stored_name) == (shown, name)
+
+
+@pytest.mark.parametrize(("annotations", "message"), [
+    ({METADATA: "{"}, "is not JSON object metadata"),
+    ({METADATA: "[]"}, "is not JSON object metadata"),
+    ({METADATA: '{"name": 3}'}, "name is not a string"),
+    ({METADATA: 7}, "is not a string"),
+    (["x"], "metadata.annotations is not a map"),
+])
+def test_bad_metadata_annotation_raises(annotations: object, message: str) -> None:
+    """libcalico-go fails to convert an object whose metadata annotation does not decode."""
+    raw = raw_calico_policy("ns", "default.p", {})
+    raw["metadata"]["annotations"] = annotations
+    with pytest.raises(ParseError, match=message):
+        parse_calico_network_policy(raw)
 
 
 def test_gnp_selectors_and_rule_selectors() -> None:
@@ -222,3 +268,124 @@ def test_network_set_labels_in_either_group() -> None:
     stored["metadata"]["annotations"]["projectcalico.org/metadata"] = "{not json"
     with pytest.raises(ParseError, match=r"projectcalico\.org/metadata"):
         parse_global_network_set(stored)
+
+
+# --------------------------------------------------------------------------------------------
+# Staged policies, ClusterNetworkPolicy, tiers, service accounts
+
+
+@pytest.mark.parametrize(("spec", "action"), [
+    ({}, "Set"), ({"stagedAction": "Set"}, "Set"), ({"stagedAction": "Delete"}, "Delete"),
+    ({"stagedAction": "Learn"}, "Learn"), ({"stagedAction": "Ignore"}, "Ignore"),
+])
+def test_staged_actions(spec: dict[str, Any], action: str) -> None:
+    """stagedAction is kept (Set when absent: the CRD default) on all three staged kinds."""
+    staged = parse_staged_network_policy(raw_staged_policy("ns", "p", spec))
+    assert (staged.kind, staged.staged_action, staged.tier) == ("staged", action, "default")
+    gstaged = parse_staged_global_network_policy(raw_staged_global_policy("p", spec))
+    assert (gstaged.kind, gstaged.staged_action, gstaged.namespace) == ("staged_global", action, "")
+    kstaged = parse_staged_k8s_network_policy(raw_staged_k8s_policy("ns", "p", spec))
+    assert (kstaged.kind, kstaged.staged_action, kstaged.tier) == ("staged_k8s", action, "default")
+    assert parse_calico_network_policy(raw_calico_policy("ns", "p", {})).staged_action is None
+
+
+@pytest.mark.parametrize("action", ["Enforce", "delete", 3])
+def test_unknown_staged_action_raises(action: object) -> None:
+    """An unknown stagedAction is a malformed object (the CRD enum: Set, Delete, Learn, Ignore)."""
+    for parse, raw in ((parse_staged_network_policy, raw_staged_policy("ns", "p", {})),
+                       (parse_staged_global_network_policy, raw_staged_global_policy("p", {})),
+                       (parse_staged_k8s_network_policy, raw_staged_k8s_policy("ns", "p", {}))):
+        raw["spec"]["stagedAction"] = action
+        with pytest.raises(ParseError, match=r"spec\.stagedAction"):
+            parse(raw)
+
+
+def test_cluster_network_policy() -> None:
+    """Admin/Baseline map to kube-admin/kube-baseline, priority is the order, Accept counts as
+    Allow, types follow the rules (K8sClusterNetworkPolicyToCalico, clusterNetPolicyTypes at
+    v3.32.1; no rules at all is both for Felix)."""
+    cnp = parse_cluster_network_policy(raw_cluster_policy("c", {
+        "tier": "Baseline", "priority": 7,
+        "subject": {"pods": {"podSelector": {"matchLabels": {"app": "db"}}}},
+        "egress": [{"action": "Accept", "to": [{"networks": ["198.18.0.0/16"]}]},
+                   {"action": "Pass", "to": [{"pods": {"namespaceSelector": {},
+                                                        "podSelector": {}}}]}]}))
+    assert (cnp.kind, cnp.namespace, cnp.name, cnp.tier, cnp.order) == (
+        "cluster", "", "c", "kube-baseline", 7.0)
+    assert (cnp.namespaces, cnp.pods) == (None, LabelSelector((("app", "db"),)))
+    assert (cnp.ingress, cnp.egress) == (False, True)
+    assert cnp.rules == (RuleCount("egress", "Allow", 1), RuleCount("egress", "Pass", 1))
+    admin = parse_cluster_network_policy(raw_cluster_policy("a", {
+        "tier": "Admin", "priority": 0, "subject": {"namespaces": {}}}))
+    assert (admin.tier, admin.namespaces, admin.ingress, admin.egress) == (
+        "kube-admin", LabelSelector(), True, True)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"tier": "Developer", "priority": 1, "subject": {"namespaces": {}}},
+     "spec.tier 'Developer' is not Admin or Baseline"),
+    ({"priority": 1, "subject": {"namespaces": {}}}, "spec.tier None is not Admin or Baseline"),
+    ({"tier": "Admin", "priority": 1, "subject": {}},
+     "spec.subject has neither namespaces nor pods"),
+    ({"tier": "Admin", "priority": 1},
+     "spec.subject has neither namespaces nor pods"),
+    ({"tier": "Admin", "priority": 1, "subject": {"namespaces": {"matchExpressions": [
+        {"key": "team", "operator": "Equals", "values": ["a"]}]}}},
+     "spec.subject.namespaces.matchExpressions\\[0\\].operator 'Equals'"),
+    ({"tier": "Admin", "priority": 1, "subject": {"pods": {"podSelector": {"matchExpressions": [
+        {"key": "app", "operator": "In"}]}}}}, "operator In needs values"),
+    ({"tier": "Admin", "priority": "1", "subject": {"namespaces": {}}}, "is not an integer"),
+    ({"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+      "ingress": [{"action": "Allow", "from": []}]}, "is not one of Accept, Deny, Pass"),
+])
+def test_malformed_cluster_network_policies_raise(spec: dict[str, Any], message: str) -> None:
+    """Where Calico skips a ClusterNetworkPolicy (unknown tier, no subject) or would widen it (an
+    unknown selector operator), ParseError says why."""
+    with pytest.raises(ParseError, match=message):
+        parse_cluster_network_policy(raw_cluster_policy("c", spec))
+
+
+@pytest.mark.parametrize(("spec", "tier"), [
+    ({}, Tier("t", 1_000_000.0, "Deny")),
+    ({"order": 100, "defaultAction": "Pass"}, Tier("t", 100.0, "Pass")),
+    ({"order": 2.5, "defaultAction": "Deny"}, Tier("t", 2.5, "Deny")),
+    ({"defaultAction": "Log"}, Tier("t", 1_000_000.0, "Deny")),
+])
+def test_tiers_defaulted_like_libcalico_go(spec: dict[str, Any], tier: Tier) -> None:
+    """DefaultTierFields (lib/resources/tier.go): no order is 1,000,000, no action Deny; Felix
+    reads any action but Pass as Deny (ConvertTierV3ToV1Value, tierprocessor.go)."""
+    assert parse_tier({"metadata": {"name": "t"}, "spec": spec}) == tier
+
+
+def test_builtin_tiers_are_calicos() -> None:
+    """kube-admin 1000 Pass, default 1,000,000 Deny, kube-baseline 10,000,000 Pass
+    (api/pkg/apis/projectcalico/v3/tier.go and clientv3 EnsureInitialized, v3.32.1)."""
+    assert {
+        "kube-admin": Tier("kube-admin", 1000.0, "Pass"),
+        "default": Tier("default", 1_000_000.0, "Deny"),
+        "kube-baseline": Tier("kube-baseline", 10_000_000.0, "Pass"),
+    } == BUILTIN_TIERS
+    with pytest.raises(ParseError, match=r"spec\.order"):
+        parse_tier({"metadata": {"name": "t"}, "spec": {"order": "first"}})
+
+
+def test_service_account_is_lean() -> None:
+    """A ServiceAccount keeps its namespace, name and labels only."""
+    sa = parse_service_account({"metadata": {"name": "intern", "namespace": "prod",
+                                             "labels": {"role": "intern"}},
+                                "secrets": [{"name": "token"}],
+                                "automountServiceAccountToken": True})
+    assert (sa.namespace, sa.name, dict(sa.labels)) == ("prod", "intern", {"role": "intern"})
+    assert set(type(sa).__slots__) == {"namespace", "name", "labels"}
+    with pytest.raises(ParseError, match=r"metadata\.namespace missing"):
+        parse_service_account({"metadata": {"name": "x"}})
+
+
+def test_docs_staged_policy_sample_in_the_v3_shape() -> None:
+    """The Calico docs' StagedNetworkPolicy sample (projectcalico.org/v3, no stored-name
+    annotation): its v3 name as written, tier internal-access, stagedAction defaulted to Set."""
+    staged = parse_staged_network_policy(sample("stagednetworkpolicy-docs-sample.yaml"))
+    assert (staged.kind, staged.namespace, staged.name, staged.tier, staged.staged_action) == (
+        "staged", "production", "internal-access.allow-tcp-6379", "internal-access", "Set")
+    assert (staged.ingress, staged.egress, staged.selector) == (True, True, "role == 'database'")
+    assert staged.rules == (RuleCount("egress", "Allow", 1), RuleCount("ingress", "Allow", 1))
