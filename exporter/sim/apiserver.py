@@ -13,11 +13,12 @@ v1 flavour plus the ``projectcalico.org/v3`` that Calico's aggregated API server
 (the same objects, converted as Calico converts them, at the storage's resourceVersions; writes
 go through to the v1 objects: :mod:`exporter.sim.aggregated`). Scopes, schemas, subresources and
 printer columns come from the CRD files; ``cns_status_subresource=True`` gives CalicoNodeStatus
-the ``status`` subresource of Calico master; ``crd_files`` serves exactly the given CRDs instead
-of a flavour (a cluster without some of them). CRDs can be installed (``serve_crds``) and a whole
-group deleted (``drop_group``) while serving, as Calico's v1-to-v3 datastore migration does: the
-CRD finalizer deletes every object (DELETED events), then the group leaves discovery, its
-requests get 404 and its open watches end.
+the ``status`` subresource of Calico master; ``without_crds`` leaves some CRDs out of the flavour
+(a Calico before 3.30 has no staged policies) and ``crd_files`` serves exactly the given CRDs
+instead of a flavour. CRDs can be installed (``serve_crds``) and a whole group deleted
+(``drop_group``) while serving, as Calico's v1-to-v3 datastore migration does: the CRD finalizer
+deletes every object (DELETED events), then the group leaves discovery, its requests get 404 and
+its open watches end.
 
 HTTP semantics (each has a contract test in ``tests/sim/test_apiserver_contract.py``):
 
@@ -217,11 +218,13 @@ class ApiServer:
         request_log_limit: int = 100_000,
         calico_api: str = "v1",
         cns_status_subresource: bool = False,
+        without_crds: Iterable[str] = (),
     ) -> None:
-        """``crd_files`` serves exactly those CRDs instead of a Calico flavour."""
+        """``crd_files`` serves exactly those CRDs instead of a Calico flavour; ``without_crds``
+        leaves the CRDs of those plurals out of the flavour (:func:`calico_types`)."""
         self.cns_status_subresource = cns_status_subresource
         custom = crd_types(crd_files) if crd_files is not None else calico_types(
-            calico_api, cns_status_subresource=cns_status_subresource)
+            calico_api, cns_status_subresource=cns_status_subresource, without=without_crds)
         self.registry = Registry([*builtin_types(), *custom])
         self.store = Store(self.registry, system_namespaces=system_namespaces)
         self.token = token

@@ -91,7 +91,7 @@ class SimCluster:
             self.add_pod(pod)
         for namespace, name in sc.leaks:
             self.delete_pod(namespace, name, leak=True)
-        self.api.seed([self._in_data_group(obj) for obj in sc.objects])
+        self.api.seed([self.stored(obj) for obj in sc.objects])
         self._watch_calico()
 
     def _watch_calico(self) -> None:
@@ -111,9 +111,11 @@ class SimCluster:
         """``plural.group`` of a Calico resource in the group that holds the data."""
         return self.api.calico_resource(plural)
 
-    def _in_data_group(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """A scenario object (written as ``crd.projectcalico.org/v1``) in the group that holds
-        Calico's data."""
+    def stored(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """A Calico object written as libcalico-go stores it in ``crd.projectcalico.org/v1``
+        (scenario objects, and tests' objects with a stored name and metadata annotation), as
+        it is in the group that holds Calico's data: itself with v1 CRDs, the object Calico's
+        migration makes of it with native v3 CRDs. Other objects are returned as they are."""
         if obj.get("apiVersion") != calicoapi.V1_API or (
                 self.api.calico_api_version == calicoapi.V1_API):
             return dict(obj)

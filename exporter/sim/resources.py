@@ -247,8 +247,8 @@ def crd_group(path: Path) -> str:
     return str(load_crd(path)["spec"]["group"])
 
 
-def calico_types(calico_api: str = "v1", *,
-                 cns_status_subresource: bool = False) -> list[ResourceType]:
+def calico_types(calico_api: str = "v1", *, cns_status_subresource: bool = False,
+                 without: Iterable[str] = ()) -> list[ResourceType]:
     """The custom resource types of one Calico flavour.
 
     * ``v1``: every CRD file of ``crds/`` (the ``crd.projectcalico.org`` ones and any other
@@ -261,17 +261,21 @@ def calico_types(calico_api: str = "v1", *,
 
     ``cns_status_subresource`` gives CalicoNodeStatus a ``status`` subresource in the group that
     stores it, as the CRDs of Calico master do (calico-node writes its status through it).
+    ``without`` names plurals whose CRDs the cluster does not have, in any group (a Calico before
+    3.30 has no staged policies; a cluster may lack ClusterNetworkPolicy); the Calico API server
+    then serves no v3 view of them either.
     """
     if calico_api not in CALICO_APIS:
         raise ValueError(f"unknown Calico API flavour {calico_api!r}; one of "
                          f"{', '.join(CALICO_APIS)}")
+    absent = frozenset(without)
     v1_files = sorted(CRD_DIR.glob("*.yaml"))
     if calico_api == "v3":
         files = [p for p in v1_files if crd_group(p) != CALICO_GROUP]
         files += sorted(CRD_V3_DIR.glob("*.yaml"))
     else:
         files = v1_files
-    types = crd_types(files)
+    types = [rt for rt in crd_types(files) if rt.plural not in absent]
     if cns_status_subresource:
         for rt in types:
             if rt.plural == "caliconodestatuses" and rt.group in (CALICO_GROUP, CALICO_V3_GROUP):
