@@ -78,13 +78,14 @@ class _Watches:
     def add(self, resource: r.Resource, parse: Callable[[RawObject], Any], *,
             label_selector: str | None = None, page_size: int | None = None,
             optional: bool = False) -> Store[Any]:
-        """``optional``: the API may not serve the resource (see ``kube.served``)."""
+        """``optional``: the API may not serve the resource (see ``kube.served``); a Calico one
+        is looked for in the group ``calico`` chooses."""
         store: Store[Any] = Store(resource.name)
         informer = Informer(self._api, resource, parse=parse, store=store,
                             settings=self._settings.watch, telemetry=self._telemetry,
                             label_selector=label_selector, page_size=page_size,
-                            calico=self.calico)
-        job = OptionalWatch(self._api, informer).run if optional else informer.run
+                            calico=self.calico, optional=optional)
+        job = OptionalWatch(self.calico, informer).run if optional else informer.run
         self._role.jobs[f"watch-{resource.name}"] = job
         self._role.stores.append(store)
         return store

@@ -14,6 +14,13 @@ except where Calico names them differently (``ipamconfigs``/``IPAMConfig`` in v1
 ``ipamconfigurations``/``IPAMConfiguration`` in v3: ``resources/ipam_config.go``). Resources of
 other groups are never switched.
 
+Whether a resource is served at all is the other question discovery answers
+(:meth:`CalicoApi.serves`): some resources exist only on some clusters (Calico's tiers from 3.29,
+staged policies from 3.30, ``policy.networking.k8s.io`` ClusterNetworkPolicy where its CRD is
+installed). A Calico one is looked up in the group chosen now, in the discovery document of that
+group-version (``GET /apis/<group>/<version>``), so that one mechanism decides both where a
+Calico resource is and whether it is there; :class:`~exporter.kube.served.OptionalWatch` asks it.
+
 Every Calico informer and writer consults one :class:`CalicoApi`. The group is chosen before the
 first Calico request and again only when a request for it gets 404 (:meth:`CalicoApi.rediscover`):
 Calico's v1-to-v3 datastore migration ends by deleting the v1 CRDs. A change bumps
@@ -27,6 +34,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import structlog
@@ -44,6 +52,29 @@ GROUP_VERSIONS = {f"{CALICO_GROUP}/v1": (CALICO_GROUP, "v1"),
 """The values ``--calico-api-group`` takes besides ``auto``."""
 V3_NAMES = {"ipamconfigs": ("ipamconfigurations", "IPAMConfiguration")}
 """v1 plural -> (v3 plural, v3 kind), where Calico's v3 names differ."""
+
+
+def discovery_path(resource: Resource) -> str:
+    """The discovery document (APIResourceList) of the resource's group-version."""
+    return f"/apis/{resource.group}/{resource.version}" if resource.group else "/api/v1"
+
+
+def lists(document: dict[str, Any], resource: Resource) -> bool:
+    """Whether an APIResourceList names the resource."""
+    return any(isinstance(entry, dict) and entry.get("name") == resource.plural
+               for entry in document.get("resources") or [])
+
+
+async def served(api: KubeApi, resource: Resource) -> bool:
+    """Whether the API serves ``resource`` as given (a 404 for its group-version: it does not).
+    Other failures raise (:class:`ApiError`, connection errors)."""
+    try:
+        document = await api.request("GET", discovery_path(resource))
+    except ApiError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return lists(document, resource)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +147,15 @@ class CalicoApi:
             served = Resource(choice.group, choice.version, plural, kind, resource.namespaced)
             self._resolved[resource] = served
         return served
+
+    async def serves(self, resource: Resource) -> Resource | None:
+        """``resource`` as served now (a Calico one in the group chosen now, the first call
+        choosing it), or None when the API does not serve it there. One discovery request; a
+        failure raises (:class:`ApiError`, connection errors)."""
+        if self.covers(resource):
+            await self.current()
+        target = self.resolve(resource)
+        return target if await served(self._api, target) else None
 
     async def rediscover(self, generation: int) -> bool:
         """A request for the group chosen at ``generation`` got 404: decide again. True when the

@@ -21,6 +21,10 @@ chooses, looked up at every LIST (and checked before every WATCH), never per eve
 re-runs discovery; when the group changed (by this informer or another one, whose change also
 ends this informer's open stream or backoff), the informer relists from the new group at once
 (reason ``group_changed``) and the store is replaced by the LIST's diff, never emptied first.
+An *optional* informer (a resource some clusters do not serve, run by
+:class:`~exporter.kube.served.OptionalWatch`) ends with :class:`NotServed` on a 404 that is no
+change of Calico's group, instead of retrying it: a missing CRD would otherwise answer 404, and
+re-run discovery, at every backoff, forever.
 Self-metrics name the resource as it is defined (``ippools.crd.projectcalico.org``) whichever
 group serves it (``calico_exporter_calico_api_info`` says which): one stable value per resource,
 so counters neither split nor restart across a datastore migration.
@@ -67,6 +71,11 @@ class _GroupChanged(Exception):
     """Calico's API group changed since our LIST: relist from the new one."""
 
 
+class NotServed(Exception):
+    """An optional informer's resource got 404, and Calico's group has not changed: the API does
+    not serve it (any more)."""
+
+
 class _Restart(Exception):
     """The stream broke in a way worth a bounded reason label."""
 
@@ -101,10 +110,12 @@ class Informer(Generic[T]):
         page_size: int | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         calico: CalicoApi | None = None,
+        optional: bool = False,
     ) -> None:
         """``page_size`` overrides ``settings.list_page_size`` for resources whose objects are
         large, so that one LIST page never has to be decoded whole in memory. ``calico`` decides
-        the group of a Calico resource (``resource`` is its definition)."""
+        the group of a Calico resource (``resource`` is its definition). ``optional``: a 404 that
+        is no change of Calico's group ends :meth:`run` with :class:`NotServed`."""
         self.api = api
         self.resource = resource
         self.parse = parse
@@ -119,6 +130,7 @@ class Informer(Generic[T]):
         self._sleep = sleep
         self._page_size = page_size or settings.list_page_size
         self._calico = calico if calico is not None and calico.covers(resource) else None
+        self.optional = optional
         self._generation = 0
         self._wake = asyncio.Event()
         self._resp: aiohttp.ClientResponse | None = None
@@ -145,7 +157,8 @@ class Informer(Generic[T]):
         self._served = self._calico.resolve(self.resource)
 
     async def run(self) -> None:
-        """List, then watch, forever; only cancellation ends it."""
+        """List, then watch, forever; only cancellation ends it, or, for an optional informer,
+        :class:`NotServed`."""
         rv: str | None = None
         attempt = 0
         while True:
@@ -170,6 +183,8 @@ class Informer(Generic[T]):
                 elif (exc.status == 404 and self._calico is not None
                       and await self._calico.rediscover(self._generation)):
                     rv, reason = None, GROUP_CHANGED
+                elif exc.status == 404 and self.optional:
+                    raise NotServed(self._name) from None
                 else:
                     reason = (
                         "throttled" if exc.status == 429
