@@ -59,29 +59,56 @@ def parse_labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
 CALICO_METADATA = "projectcalico.org/metadata"
 """Annotation in which Calico stores the v3 metadata of a ``crd.projectcalico.org/v1`` object
 written through its API (calicoctl, the Calico API server)."""
+CALICO_V3_API = "projectcalico.org/v3"
 
 
-def parse_calico_labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
+def calico_stored_meta(raw: RawObject) -> Mapping[str, Any] | None:
+    """The v3 metadata Calico keeps in a stored object's ``projectcalico.org/metadata``
+    annotation, as Calico reads it; None when there is none to read.
+
+    libcalico-go converts only what it reads from ``crd.projectcalico.org/v1``
+    (``customResourceClient.convertResourceToKVPair`` calls ``ConvertK8sResourceToCalicoResource``
+    only for ``BackingAPIGroupV1``: ``libcalico-go/lib/backend/k8s/resources/customresource.go``
+    on master 87c1590; v3.32.1 has only that group). A ``projectcalico.org/v3`` object, native or
+    the Calico API server's view, which has already removed the annotation, is read as it is.
+    ParseError when the annotation does not decode (libcalico-go fails that object).
+    """
+    meta = raw.get("metadata")
+    if not isinstance(meta, dict) or raw.get("apiVersion") == CALICO_V3_API:
+        return None
+    annotations = meta.get("annotations")
+    if annotations is None:
+        return None
+    if not isinstance(annotations, dict):
+        raise ParseError("metadata.annotations is not a map of strings")
+    text = annotations.get(CALICO_METADATA)
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ParseError(f"metadata.annotations[{CALICO_METADATA}] is not a string")
+    try:
+        stored = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        stored = None
+    if not isinstance(stored, dict):
+        raise ParseError(f"metadata.annotations[{CALICO_METADATA}] is not JSON object metadata")
+    return stored
+
+
+def parse_calico_labels(raw: RawObject) -> Mapping[str, str]:
     """The labels of a Calico object as Calico reads them, in either API group.
 
     A ``crd.projectcalico.org/v1`` object written through Calico's API keeps its labels in the
     ``projectcalico.org/metadata`` annotation, and only Calico's own labels in
     ``metadata.labels``; Calico merges the two, the annotation's winning
     (``ConvertK8sResourceToCalicoResource``, ``libcalico-go/lib/backend/k8s/resources/
-    resources.go`` at v3.32.1). Native ``projectcalico.org/v3`` objects have plain labels.
+    resources.go`` at v3.32.1). ``projectcalico.org/v3`` objects have plain labels.
     """
-    labels = parse_labels(meta)
-    annotations = meta.get("annotations")
-    stored = annotations.get(CALICO_METADATA) if isinstance(annotations, dict) else None
+    labels = parse_labels(raw.get("metadata") or {})
+    stored = calico_stored_meta(raw)
     if stored is None:
         return labels
-    try:
-        stored_meta = orjson.loads(stored)
-    except (orjson.JSONDecodeError, TypeError):
-        raise ParseError(f"annotation {CALICO_METADATA} is not JSON") from None
-    if not isinstance(stored_meta, dict):
-        raise ParseError(f"annotation {CALICO_METADATA} is not an object")
-    extra = parse_labels(stored_meta)
+    extra = parse_labels(stored)
     if not extra:
         return labels
     return parse_labels({"labels": {**labels, **extra}})

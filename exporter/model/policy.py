@@ -42,10 +42,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
-
 from exporter.model import ParseError, RawObject
-from exporter.model.core import parse_calico_labels
+from exporter.model.core import CALICO_METADATA, calico_stored_meta, parse_calico_labels
 
 PolicyKind = Literal[
     "k8s", "calico", "global", "staged", "staged_global", "staged_k8s", "cluster"
@@ -139,19 +137,19 @@ def _object(value: object, *, path: str) -> Mapping[str, Any]:
     return value
 
 
-METADATA_ANNOTATION = "projectcalico.org/metadata"
-"""Where libcalico-go keeps a v3 object's metadata (the v3 name of a policy among it) on the
-``crd.projectcalico.org/v1`` object it stores."""
-
-
-def policy_name(meta: Mapping[str, Any], tier: str) -> str:
-    """The name Calico shows for a stored (Staged)(Global)NetworkPolicy: its v3 name.
+def policy_name(raw: RawObject, tier: str) -> str:
+    """The name Calico shows for a (Staged)(Global)NetworkPolicy: its v3 name.
 
     Exactly libcalico-go's ``ConvertK8sResourceToCalicoResource``
-    (``libcalico-go/lib/backend/k8s/resources/resources.go``, the same at v3.31.0 and v3.32.1):
+    (``libcalico-go/lib/backend/k8s/resources/resources.go``, the same at v3.31.0 and v3.32.1),
+    which Calico applies to what it reads from ``crd.projectcalico.org/v1`` only
+    (:func:`~exporter.model.core.calico_stored_meta`), and which the Calico API server has
+    already applied to its ``projectcalico.org/v3`` view (the emulator's
+    ``exporter.sim.calicoapi.to_v3`` follows the same source):
 
-    - no ``projectcalico.org/metadata`` annotation (an object written straight to the CRD, or a
-      native ``projectcalico.org/v3`` object): the stored name as it is;
+    - a ``projectcalico.org/v3`` object (native, or the Calico API server's view), or a v1
+      object without the ``projectcalico.org/metadata`` annotation (written straight to the
+      CRD): the stored name as it is;
     - the annotation names the v3 name (every policy libcalico-go wrote since it stores it): that;
     - the annotation without a name: ``determinePolicyName``, the stored name without a leading
       ``default.`` when the tier is ``default`` (or empty), else the stored name unchanged.
@@ -164,28 +162,13 @@ def policy_name(meta: Mapping[str, Any], tier: str) -> str:
     policy_name_migrator.go``). A malformed annotation raises ParseError (libcalico-go fails the
     conversion of that object).
     """
-    stored: str = meta["name"]
-    annotations = meta.get("annotations")
-    if annotations is None:
+    stored: str = raw["metadata"]["name"]
+    meta = calico_stored_meta(raw)
+    if meta is None:
         return stored
-    if not isinstance(annotations, dict):
-        raise ParseError("metadata.annotations is not a map of strings")
-    text = annotations.get(METADATA_ANNOTATION)
-    if text is None:
-        return stored
-    if not isinstance(text, str):
-        raise ParseError(f"metadata.annotations[{METADATA_ANNOTATION}] is not a string")
-    try:
-        stored_meta = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise ParseError(
-            f"metadata.annotations[{METADATA_ANNOTATION}] is not JSON object metadata") from None
-    if not isinstance(stored_meta, dict):
-        raise ParseError(
-            f"metadata.annotations[{METADATA_ANNOTATION}] is not JSON object metadata")
-    name = stored_meta.get("name")
+    name = meta.get("name")
     if name is not None and not isinstance(name, str):
-        raise ParseError(f"metadata.annotations[{METADATA_ANNOTATION}] name is not a string")
+        raise ParseError(f"metadata.annotations[{CALICO_METADATA}] name is not a string")
     if name:
         return name
     if tier in (DEFAULT_TIER, "") and stored.startswith(DEFAULT_TIER + "."):
@@ -555,7 +538,7 @@ def _parse_calico(raw: RawObject, kind: CalicoKind) -> CalicoPolicy:
     return CalicoPolicy(
         kind=kind,
         namespace=sys.intern(namespace),
-        name=policy_name(meta, tier),
+        name=policy_name(raw, tier),
         stored_name=meta["name"],
         tier=sys.intern(tier),
         order=order,
@@ -779,7 +762,7 @@ def _parse_network_set(raw: RawObject, *, namespaced: bool) -> NetworkSet:
         except ValueError:
             raise ParseError(f"spec.nets entry {net!r} is not an address or CIDR") from None
     return NetworkSet(
-        namespace=sys.intern(namespace), name=meta["name"], labels=parse_calico_labels(meta),
+        namespace=sys.intern(namespace), name=meta["name"], labels=parse_calico_labels(raw),
         nets=len(nets),
     )
 
