@@ -85,6 +85,11 @@ class Lab:
         return {"apiVersion": self.calico_api_version, "kind": kind, "metadata": metadata,
                 "spec": spec}
 
+    def stored(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """A ``crd.projectcalico.org/v1`` object as libcalico-go stores it, in the group that
+        holds Calico's data (see ``SimCluster.stored``)."""
+        return self.cluster.stored(obj)
+
     async def scrape(self, path: str = "/metrics") -> str:
         async with aiohttp.ClientSession() as session, session.get(
             f"http://127.0.0.1:{self.port}{path}"
@@ -93,6 +98,14 @@ class Lab:
 
     async def samples(self) -> Samples:
         return parse_samples(await self.scrape())
+
+    async def wait_ready(self, *, timeout: float = 20.0) -> None:
+        """Poll /readyz until it answers ok (every store synced); the timeout bounds a hang."""
+        deadline = time.monotonic() + timeout
+        while (await self.scrape("/readyz")).strip() != "ok":
+            if time.monotonic() > deadline:
+                pytest.fail("timed out waiting for /readyz")
+            await asyncio.sleep(0.1)
 
     async def wait_for(self, predicate: Callable[[Samples], bool], *, timeout: float = 20.0,
                        what: str = "condition") -> Samples:
@@ -125,12 +138,13 @@ def lab_settings(kubeconfig: Path, **overrides: object) -> config.Settings:
 
 async def start_lab(tmp_path: Path, *, scenario: str = "nke-lab",
                     rbac_rules: list[dict[str, object]] | None = None, calico_api: str = "v1",
-                    cns_status_subresource: bool = False, crd_files: list[Path] | None = None,
+                    cns_status_subresource: bool = False, without_crds: tuple[str, ...] = (),
                     **overrides: object) -> Lab:
-    """``crd_files``: the CRDs the emulator serves instead of the flavour's."""
+    """``without_crds``: plurals whose CRDs the cluster does not have (an older Calico, no
+    ClusterNetworkPolicy), in whichever group the flavour serves them."""
     apiserver = ApiServer(token="test-token", rbac_rules=rbac_rules, bookmark_interval=0.5,
                           calico_api=calico_api, cns_status_subresource=cns_status_subresource,
-                          crd_files=crd_files)
+                          without_crds=without_crds)
     await apiserver.start()
     cluster = SimCluster(apiserver, load(scenario))
     try:

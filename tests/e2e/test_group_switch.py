@@ -26,7 +26,7 @@ import pytest
 
 from exporter.kube import resources as r
 from exporter.sim.calicoapi import V1_GROUP, V3_GROUP
-from tests.e2e.lab import Lab, Samples, parse_samples, start_lab, stop_lab, value
+from tests.e2e.lab import Lab, Samples, parse_samples, series, start_lab, stop_lab, value
 from tests.ipam.test_ipam_e2e import lab_reference, mismatches
 
 MASTER = "nke-dev01-89e792-master-0"
@@ -66,10 +66,31 @@ def bgp_truth(lab: Lab, samples: Samples) -> bool:
     return True
 
 
+def policy_truth(lab: Lab, samples: Samples) -> bool:
+    """Tiers and staged policies (watched only where served) equal the emulator's objects in the
+    group that holds Calico's data now; the lab's policies of every kind keep their selection."""
+    tiers = {(o["metadata"]["name"], str(o["spec"]["order"]))
+             for o in lab.apiserver.list(lab.calico("tiers"))}
+    staged = {(o["metadata"]["namespace"], o["metadata"]["name"], o["spec"]["stagedAction"])
+              for o in lab.apiserver.list(lab.calico("stagednetworkpolicies"))}
+    return (
+        {(s["tier"], s["order"]) for s in series(samples, "calico_network_policy_tiers")} == tiers
+        and {(s["namespace"], s["policy"], s["action"]) for s in series(
+            samples, "calico_network_policy_staged_enforced_pods", kind="staged")} == staged
+        and value(samples, "calico_network_policy_staged_enforced_pods", kind="staged",
+                  namespace="guestbook", policy="default-allow-egress", tier="default",
+                  action="Delete") == 5
+        and value(samples, "calico_network_policy_selected_pods", kind="global", namespace="",
+                  policy="security.allow-dns", tier="security") == 22
+        and value(samples, "calico_network_policy_selected_pods", kind="cluster", namespace="",
+                  policy="kube-system-internal", tier="kube-admin") == 3)
+
+
 def equal_to_truth(lab: Lab, samples: Samples) -> bool:
     return (not mismatches(samples, lab_reference(lab)) and bgp_truth(lab, samples)
             and value(samples, "calico_network_policy_selected_pods", kind="calico",
-                      namespace="guestbook", policy="custom-deny-egress") == 5)
+                      namespace="guestbook", policy="custom-deny-egress", tier="default") == 5
+            and policy_truth(lab, samples))
 
 
 async def scraper(lab: Lab, out: list[Scrape]) -> None:
@@ -142,3 +163,36 @@ async def test_live_migration_to_v3(tmp_path: Path, calico_api: str,
     if not delete_instances:
         assert missing == [], "the store was emptied before the relist"
     assert len([s for s in scrapes if s.first > relisted]) > 0, "scraped after the relist"
+
+
+STAGED = ("stagednetworkpolicies", "stagedglobalnetworkpolicies",
+          "stagedkubernetesnetworkpolicies")
+
+
+async def test_migration_serves_what_v1_did_not(tmp_path: Path) -> None:
+    """From a Calico whose v1 CRDs lack the staged policies (before 3.30) to native v3 CRDs that
+    have them: the exporter looks for them again when the group changes, not at its 300 s
+    recheck, so a staged policy created in v3 is exported within the wait; no request for a
+    staged kind ever went to v1 or got 404."""
+    lab = await start_lab(tmp_path, scenario="dual-stack", without_crds=STAGED)
+    try:
+        await lab.wait_for(lambda s: value(s, "calico_exporter_calico_api_info", group=V1_GROUP,
+                                           version="v1") == 1, what="started on v1")
+        await lab.wait_ready()
+        lab.cluster.migrate_to_v3()
+        lab.apiserver.create({
+            "apiVersion": f"{V3_GROUP}/v3", "kind": "StagedNetworkPolicy",
+            "metadata": {"name": "later", "namespace": "default"},
+            "spec": {"stagedAction": "Set", "selector": "all()"}})
+        got = await lab.wait_for(
+            lambda s: value(s, "calico_network_policy_staged_enforced_pods", kind="staged",
+                            namespace="default", policy="later", tier="default",
+                            action="Set") == 0, what="the v3 staged policy")
+        staged = [r for r in lab.apiserver.requests
+                  if r.path.partition("?")[0].rpartition("/")[2] in STAGED]
+    finally:
+        await stop_lab(lab)
+    assert value(got, "calico_exporter_calico_api_info", group=V3_GROUP, version="v3") == 1
+    assert staged, "listed and watched from v3"
+    assert all(r.path.startswith(f"/apis/{V3_GROUP}/v3/") for r in staged)
+    assert [r.path for r in staged if r.status == 404] == []

@@ -5,7 +5,8 @@ whole scenario (initial sync, statuses created, a drifted status repaired, a nod
 status of ours left without a node deleted) runs without one 403 and uses every grant of the
 role for its own Calico group, and nothing of the other (so every grant is used under some
 flavour); and each rule, and each verb of each rule, once taken away, makes some request of the
-exporter fail with 403 under every flavour whose Calico group the rule names.
+exporter fail with 403 under every flavour whose Calico group the rule names (every rule of
+another group under both Calico groups' flavours).
 """
 
 from __future__ import annotations
@@ -51,10 +52,11 @@ def for_flavour(grants: set[Grant], flavour: str) -> set[Grant]:
 
 
 def flavours_of(rule: dict[str, Any]) -> list[str]:
-    """The flavours under which a rule is needed: those whose Calico group it names, v1 for
-    every rule of another group."""
+    """The flavours under which a rule is needed: those whose Calico group it names; both Calico
+    groups' flavours for a rule of another group (service accounts, ClusterNetworkPolicy: never
+    switched)."""
     out = [f for f in ("v1", "v3") if FLAVOUR_GROUP[f] in rule["apiGroups"]]
-    return out or ["v1"]
+    return out or ["v1", "v3"]
 
 
 def is_resource(record: RequestRecord) -> bool:
@@ -108,7 +110,7 @@ async def initial_sync(lab: Lab) -> None:
                 "one status per node")
     await lab.wait_for(lambda s: value(s, "calico_bgp_peers", node=MASTER, ip_version="4",
                                        state="established") == 2, what="BGP numbers")
-    assert (await lab.scrape("/readyz")).strip() == "ok"
+    await lab.wait_ready()
 
 
 def drift(lab: Lab) -> str:

@@ -1,20 +1,24 @@
 """Policy end to end: nke-lab in the emulator, the cluster role, and the real /metrics (issues 4
 and 11: tiers, policy names, staged policies, ClusterNetworkPolicy, service accounts), in every
-Calico flavour (the ``lab`` fixture's ``calico_api``)."""
+Calico flavour (the ``lab`` fixture's ``calico_api``). Calico objects are written as libcalico-go
+stores them in ``crd.projectcalico.org/v1`` and put where the flavour keeps Calico's data
+(``lab.stored``: with native v3 CRDs, the object Calico's migration makes of them), so that a
+policy's name is checked as Calico shows it in each flavour.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from exporter.sim.resources import CRD_DIR
+from exporter.sim import calicoapi
 from tests.e2e.lab import Lab, Samples, series, start_lab, stop_lab, value
 from tests.policy.reference import DATA
 
 CALICO = "crd.projectcalico.org/v1"
+V3 = "projectcalico.org/v3"
 INVALID = "calico_exporter_invalid_objects_total"
 
 
@@ -91,15 +95,15 @@ async def test_live_edits(lab: Lab) -> None:
     libcalico-go stores a default-tier policy (name default.x, v3 name in the metadata
     annotation), is shown by its v3 name and isolates testns."""
     await _synced(lab)
-    lab.apiserver.create({
+    lab.apiserver.create(lab.stored({
         "apiVersion": CALICO, "kind": "GlobalNetworkPolicy",
-        "metadata": {"name": "typo"}, "spec": {"selector": "run = 'testpod'"}})
-    lab.apiserver.create({
+        "metadata": {"name": "typo"}, "spec": {"selector": "run = 'testpod'"}}))
+    lab.apiserver.create(lab.stored({
         "apiVersion": CALICO, "kind": "GlobalNetworkPolicy",
         "metadata": {"name": "default.testpods", "annotations": {
             "projectcalico.org/metadata": '{"name":"testpods","creationTimestamp":null}'}},
         "spec": {"selector": "run == 'testpod'",
-                 "namespaceSelector": "kubernetes.io/metadata.name == 'testns'"}})
+                 "namespaceSelector": "kubernetes.io/metadata.name == 'testns'"}}))
     got = await lab.wait_for(
         lambda s: _selected(s, "global", "", "testpods") == 1
         and value(s, INVALID, resource="globalnetworkpolicies.crd.projectcalico.org") == 1,
@@ -134,31 +138,87 @@ async def test_network_sets(lab: Lab) -> None:
         what="global network set gone")
 
 
+CALICO_POLICY_KINDS = {"networkpolicies": "calico", "globalnetworkpolicies": "global",
+                       "stagednetworkpolicies": "staged",
+                       "stagedglobalnetworkpolicies": "staged_global"}
+"""Calico's policy plurals and their ``kind`` label: the kinds whose names Calico converts."""
+
+
+def calico_view(lab: Lab) -> set[tuple[str, str, str, str]]:
+    """(kind, namespace, name, tier) of every Calico policy as Calico's projectcalico.org/v3 API
+    shows it: the native objects with v3 CRDs, the Calico API server's view of the v1 storage
+    in "both" (the emulator converts as ``ConvertK8sResourceToCalicoResource`` does), and that
+    same conversion of the stored objects with v1 CRDs alone."""
+    out = set()
+    for plural, kind in CALICO_POLICY_KINDS.items():
+        if lab.apiserver.registry.by_path("projectcalico.org", "v3", plural) is None:
+            objects = [calicoapi.to_v3(o) for o in lab.apiserver.list(lab.calico(plural))]
+        else:
+            objects = lab.apiserver.list(f"{plural}.projectcalico.org")
+        for obj in objects:
+            meta, spec = obj["metadata"], obj.get("spec") or {}
+            out.add((kind, meta.get("namespace", ""), meta["name"], spec.get("tier") or "default"))
+    return out
+
+
+async def test_policy_names_as_calico_shows_them(lab: Lab) -> None:
+    """Every Calico policy's series carries the name Calico's v3 API shows for it, whichever
+    group the exporter reads: stored names of every release (3.31's "default.x" with the v3 name
+    in the metadata annotation, an older one with an annotation without a name, one written
+    straight to the CRD, 3.32's unprefixed names, a tier-prefixed one outside the default tier)
+    come out as the Calico API server (``sim/calicoapi.py``) and Calico's migration name them."""
+    await _synced(lab)
+    for kind, name, annotation in (
+            ("GlobalNetworkPolicy", "default.legacy", '{"creationTimestamp":null}'),
+            ("StagedGlobalNetworkPolicy", "default.staged-legacy", '{"creationTimestamp":null}'),
+            ("GlobalNetworkPolicy", "default.raw", None)):
+        meta: dict[str, Any] = {"name": name}
+        if annotation is not None:
+            meta["annotations"] = {"projectcalico.org/metadata": annotation}
+        lab.apiserver.create(lab.stored({"apiVersion": CALICO, "kind": kind, "metadata": meta,
+                                         "spec": {"selector": "all()"}}))
+    got = await lab.wait_for(
+        lambda s: _selected(s, "global", "", "default.raw") is not None
+        and _selected(s, "staged_global", "", "staged-legacy") is not None
+        and _selected(s, "global", "", "legacy") is not None, what="the new policies")
+    shown = {(s["kind"], s["namespace"], s["policy"], s["tier"])
+             for s in series(got, "calico_network_policy_selected_pods")
+             if s["kind"] in CALICO_POLICY_KINDS.values()}
+    assert shown == calico_view(lab)
+    assert {("global", "", "security.allow-dns", "security"),
+            ("calico", "guestbook", "default-allow-egress", "default"),
+            ("staged", "guestbook", "frontend-ingress", "default")} <= shown
+
+
 async def test_same_name_in_two_tiers(lab: Lab) -> None:
     """A v3.31-stored default-tier "allow-redis" (stored default.allow-redis, v3 name in the
     metadata annotation) and a v3.32 "allow-redis" of tier security are two series with their
-    own counts, never a sum."""
+    own counts, never a sum. With native v3 CRDs a name is unique in a namespace whatever the
+    tier (Calico's migration stops at such a pair: kube-controllers' migration controller,
+    WaitingForConflictResolution, master 87c1590), so there the default-tier one is in testns."""
     await _synced(lab)
-    api = lab.apiserver
-    api.create({"apiVersion": CALICO, "kind": "NetworkPolicy", "metadata": {
-        "name": "default.allow-redis", "namespace": "guestbook",
+    native = lab.calico_api_version == V3
+    default_ns = "testns" if native else "guestbook"
+    lab.apiserver.create(lab.stored({"apiVersion": CALICO, "kind": "NetworkPolicy", "metadata": {
+        "name": "default.allow-redis", "namespace": default_ns,
         "annotations": {"projectcalico.org/metadata": '{"name":"allow-redis"}'}},
-        "spec": {"selector": "app == 'redis'", "types": ["Ingress"]}})
-    api.create({"apiVersion": CALICO, "kind": "NetworkPolicy", "metadata": {
+        "spec": {"selector": "app == 'redis'", "types": ["Ingress"]}}))
+    lab.apiserver.create(lab.stored({"apiVersion": CALICO, "kind": "NetworkPolicy", "metadata": {
         "name": "allow-redis", "namespace": "guestbook", "labels": {
             "projectcalico.org/tier": "security"}},
-        "spec": {"tier": "security", "selector": "role == 'leader'", "types": ["Ingress"]}})
+        "spec": {"tier": "security", "selector": "role == 'leader'", "types": ["Ingress"]}}))
     got = await lab.wait_for(
-        lambda s: _selected(s, "calico", "guestbook", "allow-redis", "security") == 1,
+        lambda s: _selected(s, "calico", "guestbook", "allow-redis", "security") == 1
+        and _selected(s, "calico", default_ns, "allow-redis") is not None,
         what="both tiers")
     shown = series(got, "calico_network_policy_selected_pods", policy="allow-redis")
-    assert sorted((s["kind"], s["namespace"], s["tier"]) for s in shown) == [
-        ("calico", "guestbook", "default"), ("calico", "guestbook", "security")]
-    assert _selected(got, "calico", "guestbook", "allow-redis") == 2
+    assert sorted((s["kind"], s["namespace"], s["tier"]) for s in shown) == sorted([
+        ("calico", default_ns, "default"), ("calico", "guestbook", "security")])
+    assert _selected(got, "calico", default_ns, "allow-redis") == (0 if native else 2)
     assert value(got, "calico_network_policies", kind="calico", namespace="guestbook",
                  tier="security") == 1
     assert value(got, "calico_network_policies", kind="calico", namespace="guestbook",
-                 tier="default") == 3
+                 tier="default") == (2 if native else 3)
 
 
 async def test_staged_delete_enforced(lab: Lab) -> None:
@@ -169,8 +229,7 @@ async def test_staged_delete_enforced(lab: Lab) -> None:
     labels = {"kind": "staged", "namespace": "guestbook", "policy": "default-allow-egress",
               "tier": "default", "action": "Delete"}
     assert value(got, "calico_network_policy_staged_enforced_pods", **labels) == 5
-    lab.apiserver.delete("networkpolicies.crd.projectcalico.org", "default-allow-egress",
-                         "guestbook")
+    lab.apiserver.delete(lab.calico("networkpolicies"), "default-allow-egress", "guestbook")
     got = await lab.wait_for(
         lambda s: value(s, "calico_network_policy_staged_enforced_pods", **labels) == 0,
         what="the deletion enforced")
@@ -198,7 +257,9 @@ async def test_service_account_docs_example(lab: Lab) -> None:
                      "containers": [{"name": "main", "image": "registry.example/app:1"}]},
             "status": {"phase": "Running"}})
     doc: dict[str, Any] = yaml.safe_load((DATA / "service-accounts-docs-example.yaml").read_text())
-    api.create({**doc, "apiVersion": CALICO})
+    if lab.calico_api_version == CALICO:  # no Calico API server: straight into the v1 CRD
+        doc["apiVersion"] = CALICO
+    api.create(doc)  # v3 and both: as the docs apply it, projectcalico.org/v3
     got = await lab.wait_for(
         lambda s: _selected(s, "calico", "prod-engineering", "restrict-intern-access") == 2,
         what="the intern pods selected")
@@ -218,9 +279,9 @@ async def test_bad_input_stays_harmless(lab: Lab) -> None:
     other series keeps being served."""
     await _synced(lab)
     api = lab.apiserver
-    api.create({"apiVersion": CALICO, "kind": "NetworkPolicy", "metadata": {
+    api.create(lab.stored({"apiVersion": CALICO, "kind": "NetworkPolicy", "metadata": {
         "name": "orphan", "namespace": "testns"},
-        "spec": {"tier": "nonexistent", "selector": "run == 'testpod'", "types": ["Ingress"]}})
+        "spec": {"tier": "nonexistent", "selector": "run == 'testpod'", "types": ["Ingress"]}}))
     api.create({"apiVersion": "policy.networking.k8s.io/v1alpha2",
                 "kind": "ClusterNetworkPolicy", "metadata": {"name": "bad-subject"},
                 "spec": {"tier": "Admin", "priority": 5, "subject": {"namespaces": {
@@ -236,31 +297,73 @@ async def test_bad_input_stays_harmless(lab: Lab) -> None:
     assert _selected(got, "cluster", "", "bad-subject", "kube-admin") is None
     assert _selected(got, "k8s", "guestbook", "mypolicy") == 5
     assert _selected(got, "cluster", "", "kube-system-internal", "kube-admin") == 3
-    api.create({"apiVersion": CALICO, "kind": "Tier", "metadata": {"name": "nonexistent"},
-                "spec": {"order": 50, "defaultAction": "Pass"}})
+    api.create(lab.stored({"apiVersion": CALICO, "kind": "Tier",
+                           "metadata": {"name": "nonexistent"},
+                           "spec": {"order": 50, "defaultAction": "Pass"}}))
     await lab.wait_for(
         lambda s: value(s, "calico_pods_isolated", namespace="testns", direction="ingress") == 0
         and value(s, "calico_network_policy_tiers", tier="nonexistent", order="50") == 1,
         what="the tier created")
 
 
-async def test_cluster_network_policy_not_served(tmp_path: Path) -> None:
+async def _ready(lab: Lab) -> Samples:
+    await lab.wait_for(lambda s: value(s, "calico_network_policy_tiers", tier="default",
+                                       order="1000000") == 1, what="sync")
+    await lab.wait_ready()
+    return await lab.samples()
+
+
+def _paths(lab: Lab) -> list[str]:
+    return [r.path.partition("?")[0] for r in lab.apiserver.requests]
+
+
+async def test_cluster_network_policy_not_served(tmp_path: Path, calico_api: str) -> None:
     """Without the ClusterNetworkPolicy CRD the exporter asks discovery once, never lists or
     watches it, reports no error and is ready."""
-    crds = sorted(p for p in CRD_DIR.glob("*.yaml") if not p.name.startswith("policy.networking"))
-    lab = await start_lab(tmp_path, scenario="dual-stack", crd_files=crds)
+    lab = await start_lab(tmp_path, scenario="dual-stack", calico_api=calico_api,
+                          without_crds=("clusternetworkpolicies",))
     try:
-        await lab.wait_for(lambda s: value(s, "calico_network_policy_tiers", tier="default",
-                                           order="1000000") == 1, what="sync")
-        deadline = asyncio.get_running_loop().time() + 20
-        while (await lab.scrape("/readyz")).strip() != "ok":
-            assert asyncio.get_running_loop().time() < deadline, "never ready"
-            await asyncio.sleep(0.1)
-        got = await lab.samples()
-        paths = [r.path.partition("?")[0] for r in lab.apiserver.requests]
+        got = await _ready(lab)
+        paths = _paths(lab)
     finally:
         await stop_lab(lab)
-    assert "/apis/policy.networking.k8s.io/v1alpha2" in paths
+    assert paths.count("/apis/policy.networking.k8s.io/v1alpha2") == 1
     assert not [p for p in paths if "clusternetworkpolicies" in p]
     assert value(got, INVALID, resource="clusternetworkpolicies.policy.networking.k8s.io") == 0
     assert not series(got, "calico_network_policy_selected_pods", kind="cluster")
+
+
+STAGED = ("stagednetworkpolicies", "stagedglobalnetworkpolicies",
+          "stagedkubernetesnetworkpolicies")
+
+
+async def test_calico_without_staged_policies(tmp_path: Path, calico_api: str) -> None:
+    """A Calico before 3.30 (no staged policy CRDs), in every flavour: the exporter becomes ready
+    without one request for them, so without a 404 and without re-running Calico's group
+    discovery: one GET /apis in all, and one discovery of Calico's group-version for each
+    optional Calico resource (tiers and the three staged kinds); both counts stay so while the
+    exporter keeps following the cluster."""
+    lab = await start_lab(tmp_path, scenario="dual-stack", calico_api=calico_api,
+                          without_crds=STAGED)
+    try:
+        await _ready(lab)
+        group = "/apis/" + lab.calico_api_version
+        at_ready = _paths(lab)
+        lab.apiserver.create(lab.calico_object(
+            "GlobalNetworkPolicy", "after-ready", spec={"selector": "all()"}))
+        got = await lab.wait_for(lambda s: _selected(s, "global", "", "after-ready") is not None,
+                                 what="a policy created later")
+        later = _paths(lab)
+        not_found = [r.path for r in lab.apiserver.requests if r.status == 404]
+    finally:
+        await stop_lab(lab)
+    for paths in (at_ready, later):
+        assert paths.count("/apis") == 1
+        assert paths.count(group) == 4
+        assert not [p for p in paths if p.rpartition("/")[2] in STAGED]
+    assert not_found == []
+    for plural in STAGED:
+        resource = f"{plural}.crd.projectcalico.org"
+        assert value(got, "calico_exporter_watch_restarts_total", resource=resource,
+                     reason="client_error") == 0
+    assert not series(got, "calico_network_policy_selected_pods", kind="staged")
