@@ -23,7 +23,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 
-from exporter.config import ConfigError
+from exporter.config import ConfigError, split_listen
 
 Render = Callable[[CollectorRegistry, bool, str], bytes]
 """``render(registry, openmetrics, version)``: the exposition of ``registry`` in that format."""
@@ -94,17 +94,26 @@ def fast_format(encoder: object) -> tuple[bool, str] | None:
 
 
 def split_host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
+    """(host, port) of a listen address; host "" means every interface (``:9808``)."""
+    return split_listen(address)
+
+
+def display_address(address: str, port: int) -> str:
+    """``host:port`` a local client can use for the address being served on ``port``."""
+    host, _ = split_listen(address)
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1" if host != "::" else "::1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @asynccontextmanager
 async def serve(app: web.Application, *, listen: str) -> AsyncIterator[int]:
-    """Serve ``app`` on ``listen`` (host:port, port 0 picks one) and yield the bound port."""
+    """Serve ``app`` on ``listen`` (host:port, [IPv6]:port, or :port for every interface; port 0
+    picks one) and yield the bound port."""
     host, port = split_host_port(listen)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host or None, port)
     try:
         await site.start()
     except OSError as exc:
@@ -115,7 +124,7 @@ async def serve(app: web.Application, *, listen: str) -> AsyncIterator[int]:
     for address in runner.addresses:  # the real port when port 0 was asked for
         bound = int(address[1])
         break
-    log.info("serving", address=f"{host}:{bound}")
+    log.info("serving", address=f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}")
     try:
         yield bound
     finally:

@@ -164,21 +164,12 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
         await apiserver.stop()
 
 
-def check_probe_config(settings: Settings) -> list[str]:
-    """Exact error messages for the probe config named by the settings (none when valid)."""
-    if not settings.probes.probe_config:
-        return []
-    from exporter.probes.config import validate_probe_config
-
-    path = settings.probes.probe_config
-    return [f"probe config {path}: {error}" for error in validate_probe_config(path)]
-
-
 def selector(expression: str, labels: list[str] | None) -> tuple[int, str]:
-    """The ``selector`` subcommand: (exit code, text to print)."""
+    """The ``selector`` subcommand: (exit code, text to print); ``labels`` None when --labels
+    was not given, [] for the empty label set."""
     from exporter.policy.cli import selector_command
 
-    return selector_command(expression, labels or [])
+    return selector_command(expression, labels)
 
 
 async def run_probe(settings: Settings, stop: asyncio.Event) -> None:

@@ -1,6 +1,7 @@
 """The probe configuration: its typed model, the YAML loader and validation with exact messages.
 
-File format (every duration accepts ``500ms``, ``30s``, ``2m``, ``1h`` or plain seconds)::
+File format (every duration accepts Go/Prometheus durations such as ``500ms``, ``30s``, ``1m30s``,
+``1h`` or plain seconds; the full reference, generated from :data:`FIELDS`, is docs/probes.md)::
 
     defaults:                 # optional; each key may also be set per probe
       interval: 30s           # time between run starts (at least 100ms)
@@ -52,7 +53,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from exporter.config import ConfigError, parse_duration
+from exporter.config import DURATION_SYNTAX, ConfigError, parse_duration
 from exporter.probes.outcome import (
     DEFAULT_DENY_OUTCOMES,
     DNS_DEFAULT_DENY_OUTCOMES,
@@ -352,7 +353,7 @@ def _parse_defaults(raw: object, errors: list[str]) -> dict[str, Any]:
 
 def _duration(where: str, value: object, errors: list[str]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        errors.append(f"{where}: {_q(value)} is not a duration like 30s, 2m or 500ms")
+        errors.append(f"{where}: {_q(value)} is not {DURATION_SYNTAX}")
         return None
     if isinstance(value, int | float):
         seconds = float(value)
@@ -360,7 +361,7 @@ def _duration(where: str, value: object, errors: list[str]) -> float | None:
         try:
             seconds = parse_duration(value)
         except ValueError:
-            errors.append(f"{where}: {_q(value)} is not a duration like 30s, 2m or 500ms")
+            errors.append(f"{where}: {_q(value)} is not {DURATION_SYNTAX}")
             return None
     if where.endswith("interval") and seconds < MIN_INTERVAL:
         errors.append(f"{where}: must be at least {format_duration(MIN_INTERVAL)}")
