@@ -467,7 +467,7 @@ class TestListen:
                                       "[]:80", "[1.2.3.4]:80"])
     def test_bad_listen(self, text: str) -> None:
         """Anything else is refused with the flag's name."""
-        with pytest.raises(ConfigError, match="^invalid value for --listen"):
+        with pytest.raises(ConfigError, match=r"^invalid value for --listen"):
             config.load(flags={"listen": text})
 
     def test_serves_on_every_interface(self) -> None:
