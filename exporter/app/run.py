@@ -16,7 +16,7 @@ from exporter.kube.client import connect
 from exporter.metrics.bgp import BGPCollector
 from exporter.metrics.exposition import render
 from exporter.metrics.registry import build_registry
-from exporter.metrics.self import SelfCollector
+from exporter.metrics.self import SelfCollector, runtime_collectors
 from exporter.model.telemetry import Telemetry
 from exporter.server import make_app, serve
 
@@ -32,7 +32,7 @@ async def serve_roles(roles: Iterable[Role], *, settings: Settings, telemetry: T
     """
     roles = list(roles)
     collectors = [c for role in roles for c in role.collectors]
-    registry = build_registry([*collectors, SelfCollector(telemetry)])
+    registry = build_registry([*collectors, SelfCollector(telemetry), *runtime_collectors()])
     jobs = {name: job for role in roles for name, job in role.jobs.items()}
 
     def ready() -> bool:
