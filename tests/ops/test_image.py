@@ -137,7 +137,8 @@ def test_size_under_200_mb_as_the_readme_says(image: Image) -> None:
     assert size < 200, f"{size:.0f} MB"
     stated = re.search(r"image is about (\d+) MB", (ROOT / "README.md").read_text())
     assert stated, "README.md does not state the image size"
-    assert abs(int(stated.group(1)) - size) <= 15, f"README says {stated.group(1)}, built {size:.0f}"
+    assert abs(int(stated.group(1)) - size) <= 15, (
+        f"README says {stated.group(1)} MB, built {size:.0f} MB")
 
 
 def test_root_filesystem_is_really_read_only(image: Image) -> None:
