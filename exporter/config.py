@@ -161,6 +161,9 @@ class DemoSettings:
     """Take one BGP peer down and up again this often in the demo, in seconds; 0 disables."""
     apiserver_listen: str = "127.0.0.1:6443"
     """Address of the emulated Kubernetes API server in the demo, as host:port."""
+    node_listen: str = "127.0.0.1:9809"
+    """Address of the demo's first node-mode endpoint (the node mode of the first simulated
+    node); the other nodes follow on the next ports. Port 0 picks free ports."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +365,7 @@ def _range_problem(name: str, value: float) -> str | None:
 
 def _value_problem(opt: Option, value: Any) -> str | None:
     """Why an otherwise well-typed value is not usable; None when it is."""
-    if opt.name in ("listen", "apiserver_listen"):
+    if opt.name in ("listen", "apiserver_listen", "node_listen"):
         try:
             split_listen(value)
         except ValueError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.e2e.lab import Samples, parse_samples, value
 
@@ -32,18 +34,27 @@ def free_port() -> int:
 class Demo:
     def __init__(self, proc: subprocess.Popen[str], port: int, banner: str) -> None:
         self.proc, self.port, self.banner = proc, port, banner
+        self.kubeconfig = re.search(r"kubeconfig: (\S+)\)", banner).group(1)  # type: ignore[union-attr]
+        self.node_ports = {m.group(2): int(m.group(1)) for m in re.finditer(
+            r"http://127\.0\.0\.1:(\d+)/metrics  \((\S+)\)", banner)}
 
-    def get(self, path: str) -> tuple[int, str]:
+    def get(self, path: str, port: int | None = None) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{port or self.port}{path}"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+            with urllib.request.urlopen(url, timeout=5) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
-    def wait_for(self, predicate: object, *, timeout: float = 30.0) -> Samples:
+    def kubectl(self, *args: str) -> str:
+        return subprocess.run(["kubectl", "--kubeconfig", self.kubeconfig, *args],
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+
+    def wait_for(self, predicate: object, *, timeout: float = 30.0,
+                 port: int | None = None) -> Samples:
         deadline = time.monotonic() + timeout
         while True:
-            status, text = self.get("/metrics")
+            status, text = self.get("/metrics", port)
             samples = parse_samples(text) if status == 200 else {}
             if samples and predicate(samples):  # type: ignore[operator]
                 return samples
@@ -58,6 +69,7 @@ def demo() -> Iterator[Demo]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALICO_EXPORTER_")}
     env.update(CALICO_EXPORTER_LISTEN=f"127.0.0.1:{port}",
                CALICO_EXPORTER_APISERVER_LISTEN=f"127.0.0.1:{free_port()}",
+               CALICO_EXPORTER_NODE_LISTEN="127.0.0.1:0",
                CALICO_EXPORTER_NODE_STATUS_UPDATE_PERIOD="1",
                CALICO_EXPORTER_LOG_FORMAT="json")
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo"], env=env, text=True,
@@ -99,10 +111,10 @@ def test_write_up_numbers(demo: Demo) -> None:
 
 
 def test_banner_commands_work_with_kubectl(demo: Demo) -> None:
-    """The kubectl commands the demo prints run against the simulated lab."""
+    """The kubectl commands the demo prints to look at the cluster run against it."""
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl not on PATH")
-    commands = re.findall(r"^\s+(kubectl --kubeconfig .+)$", demo.banner, re.M)
+    commands = re.findall(r"^\s+(kubectl --kubeconfig \S+ get .+)$", demo.banner, re.M)
     assert len(commands) == 3
     outputs = [subprocess.run(cmd.split(), capture_output=True, text=True, timeout=30,
                               check=True).stdout for cmd in commands]
@@ -157,8 +169,99 @@ def test_probe_agent(demo: Demo) -> None:
                  protocol="tcp", expect="deny", outcome="refused") == 1
 
 
+def test_banner_explains_without_outside_documents(demo: Demo) -> None:
+    """The banner says what runs (the cluster, node mode per node, the probe agent), the
+    flapping session and the leak after the grace period, and refers to nothing outside the
+    repository."""
+    text = demo.banner
+    for needed in ("BGP full mesh", "node mode for each node", "flap", "--leak-grace-period",
+                   "calico_ipam_leaked_addresses", "selects no pod"):
+        assert needed in text, needed
+    assert "write-up" not in text
+    assert "seed" not in text
+    assert set(demo.node_ports) == {MASTER, WORKER0, WORKER1}
+
+
+def test_node_mode_per_node(demo: Demo) -> None:
+    """Each node's node-mode endpoint serves that node's BGP from its simulated BIRD socket:
+    per-peer routes and state-change times, which only node mode has."""
+    for node, port in demo.node_ports.items():
+        got = demo.wait_for(lambda s, n=node: value(  # type: ignore[misc]
+            s, "calico_bird_ready", node=n, ip_version="4") == 1, port=port)
+        peers = {dict(lbl)["peer_ip"] for (n, lbl) in got
+                 if n == "calico_bgp_peer_state_change_timestamp_seconds"}
+        assert len(peers) == 2
+        routes = {(dict(lbl)["peer_ip"], dict(lbl)["direction"]): v for (n, lbl), v in got.items()
+                  if n == "calico_bgp_peer_routes"}
+        assert set(routes) == {(p, d) for p in peers for d in ("imported", "exported")}
+        assert all(v == 1 for v in routes.values()), routes
+        assert {dict(lbl)["node"] for (n, lbl) in got if n.startswith("calico_bgp")} == {node}
+        assert value(got, "calico_exporter_source_up", source="bird") == 1
+
+
+def test_network_sets_and_a_policy_that_selects_nothing(demo: Demo) -> None:
+    """The demo has a NetworkSet, a GlobalNetworkSet and a policy whose selector matches no pod."""
+    got = demo.wait_for(lambda s: value(s, "calico_network_sets", kind="global",
+                                        namespace="") == 1)
+    assert value(got, "calico_network_sets", kind="calico", namespace="default") == 1
+    assert value(got, "calico_network_policy_selected_pods", kind="k8s", namespace="default",
+                 policy="allow-web-to-testpod") == 0
+
+
+def test_process_metrics(demo: Demo) -> None:
+    """The demo serves prometheus-client's process_* and python_gc_* families, main endpoint
+    and node-mode endpoints alike."""
+    for port in [demo.port, *demo.node_ports.values()]:
+        got = demo.wait_for(lambda s: True, port=port)
+        assert (value(got, "process_resident_memory_bytes") or 0) > 0
+        assert value(got, "process_start_time_seconds") is not None
+        assert value(got, "python_gc_collections_total", generation="0") is not None
+
+
+def _ip(demo: Demo, name: str, namespace: str = "default") -> tuple[str, str]:
+    deadline = time.monotonic() + 20
+    while True:
+        pod = yaml.safe_load(demo.kubectl("get", "pod", name, "-n", namespace, "-o", "yaml"))
+        ip = (pod.get("status") or {}).get("podIP")
+        if ip:
+            return ip, pod["spec"]["nodeName"]
+        assert time.monotonic() < deadline, f"pod {name} never got an address"
+        time.sleep(0.2)
+
+
+def test_kubectl_run_gets_an_address(demo: Demo) -> None:
+    """A pod created with kubectl is scheduled, gets an address from the pool and runs; the
+    IPAM numbers and workload endpoints of its node go up by one."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl not on PATH")
+    before = demo.wait_for(lambda s: value(s, "calico_workload_endpoints", node=WORKER0) == 9)
+    demo.kubectl("run", "nc-run", "--image=busybox", "--overrides",
+                 json.dumps({"spec": {"nodeName": WORKER0}}))
+    ip, node = _ip(demo, "nc-run")
+    assert node == WORKER0
+    assert ip.startswith("172.20.188.")  # worker-0's block 172.20.188.64/26
+    got = demo.wait_for(lambda s: value(s, "calico_workload_endpoints", node=WORKER0) == 10)
+    pool = "default-ipv4-ippool"
+    assert value(got, "calico_ipam_node_allocated_addresses", node=WORKER0, pool=pool) == (
+        value(before, "calico_ipam_node_allocated_addresses", node=WORKER0, pool=pool) or 0) + 1
+    assert "1/1     Running" in demo.kubectl("get", "pod", "nc-run")
+
+
+def test_unscheduled_pod_is_scheduled(demo: Demo) -> None:
+    """A pod without nodeName is put on a node by the demo's scheduler and gets an address
+    from that node's block."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl not on PATH")
+    demo.kubectl("run", "web", "--image=nginx")
+    ip, node = _ip(demo, "web")
+    assert node in {MASTER, WORKER0, WORKER1}
+    block = {MASTER: "172.20.85.", WORKER0: "172.20.188.", WORKER1: "172.20.116."}[node]
+    assert ip.startswith(block)
+
+
 def test_sigterm_exits_cleanly_within_2s(demo: Demo) -> None:
-    """SIGTERM stops the demo (exporter, agent, emulator) cleanly in under 2 s, exit code 0."""
+    """SIGTERM stops the demo (exporter, agent, emulator) cleanly in under 2 s, exit code 0
+    (the module's last test: it stops the demo the others use)."""
     demo.wait_for(lambda s: True)
     started = time.monotonic()
     demo.proc.send_signal(signal.SIGTERM)
