@@ -2,10 +2,12 @@
 in-process control API, faithful to the semantics of a real v1.32 API server that a
 watch-based client and kubectl rely on.
 
-Served: v1 nodes, pods, namespaces; networking.k8s.io/v1 networkpolicies; coordination.k8s.io/v1
-leases; and the nine ``crd.projectcalico.org/v1`` CRDs of ``crds/`` (scopes, schemas and
-subresources from the CRD files: none of them has a status subresource in v3.32.1, so
-``.../caliconodestatuses/NAME/status`` is 404).
+Served: v1 nodes, pods, namespaces, services, configmaps, serviceaccounts;
+networking.k8s.io/v1 networkpolicies; coordination.k8s.io/v1 leases; apps/v1 deployments and
+daemonsets; rbac.authorization.k8s.io/v1 clusterroles, clusterrolebindings, roles, rolebindings;
+and the nine ``crd.projectcalico.org/v1`` CRDs of ``crds/`` (scopes, schemas and subresources from
+the CRD files: none of them has a status subresource in v3.32.1, so
+``.../caliconodestatuses/NAME/status`` is 404), or the CRD files given as ``crd_files``.
 
 HTTP semantics (each has a contract test in ``tests/sim/test_apiserver_contract.py``):
 
@@ -44,9 +46,11 @@ HTTP semantics (each has a contract test in ``tests/sim/test_apiserver_contract.
   timeout close; ``timeoutSeconds``; ``max_watch_seconds`` caps every watch.
 
 Deliberate simplifications (documented here, not hidden): pods are deleted immediately (no
-kubelet to confirm a graceful deletion); no managedFields and no server-side apply (415);
-built-in kinds have no schema, so only their metadata is pruned and validated (plus the pod
-fields typed clients require: containers with name and image); the in-process API writes spec
+kubelet to confirm a graceful deletion); managedFields are recorded by server-side apply only
+(not for Update operations), and the lists of built-in kinds are atomic to it; built-in kinds
+have no schema, so only their metadata is pruned and validated (plus the pod fields typed
+clients require: containers with name and image), and their spec gets no defaults (a
+Deployment's strategy, a Service's clusterIP); the in-process API writes spec
 and status together (it stands for etcd-level writes by controllers); ``seed()`` upserts and
 keeps given uids and creationTimestamps. The request log keeps the last ``request_log_limit``
 requests (bodies cut at 64 KiB).
@@ -78,6 +82,7 @@ import yaml
 from aiohttp import web
 
 from exporter.sim import errors, rbac, tables
+from exporter.sim.apply import check_manager
 from exporter.sim.errors import ApiError
 from exporter.sim.openapi import OpenApiDocs
 from exporter.sim.resources import Registry, ResourceType, builtin_types, crd_types
@@ -747,10 +752,21 @@ class ApiServer:
             return self._write_response(updated, warnings, 200 if existed else 201)
         if verb == "patch":
             ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip()
-            accepted = [JSON_PATCH, MERGE_PATCH] + ([] if rt.custom else [STRATEGIC_PATCH])
+            accepted = [JSON_PATCH, MERGE_PATCH, *([] if rt.custom else [STRATEGIC_PATCH]),
+                        APPLY_PATCH]
             if ctype not in accepted:
                 raise errors.unsupported_media(accepted)
+            force = parse_bool(query.get("force"), "force") if "force" in query else None
             patch = self._decode(request, body, patch=True)
+            if ctype == APPLY_PATCH:
+                applied, warnings, is_new = store.apply(
+                    rt, ns, route.name, patch, manager=check_manager(query.get("fieldManager")),
+                    force=bool(force), dry_run=self._dry_run(query),
+                    field_validation=self._field_validation(query))
+                return self._write_response(applied, warnings, 201 if is_new else 200)
+            if force is not None:
+                raise errors.invalid_patch_options(
+                    "force", "Forbidden: may not be specified for non-apply patch")
             patched, warnings = store.patch(
                 rt, ns, route.name, ctype, patch, subresource=route.subresource or None,
                 dry_run=self._dry_run(query), field_validation=self._field_validation(query))
