@@ -101,7 +101,7 @@ class TestCheckConfig:
         assert cli("check-config", "node", "--node-name", "n", env=env).returncode == 2
 
 
-PROBES = Path(__file__).parents[1] / "deploy" / "probes.yaml"
+PROBES = Path(__file__).parents[1] / "deploy" / "examples" / "lab" / "probes.yaml"
 
 
 @pytest.fixture
