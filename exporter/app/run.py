@@ -8,6 +8,7 @@ import gc
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -21,6 +22,9 @@ from exporter.metrics.registry import build_registry
 from exporter.metrics.self import SelfCollector, runtime_collectors
 from exporter.model.telemetry import Telemetry
 from exporter.server import make_app, serve
+
+if TYPE_CHECKING:
+    from exporter.sim.scenario import Scenario
 
 log = structlog.get_logger(__name__)
 
@@ -165,11 +169,9 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
     import dataclasses
     import sys
     import tempfile
-    import textwrap
 
     from exporter.app.probe import demo_probe_role
-    from exporter.probes.config import format_duration
-    from exporter.server import display_address, split_host_port
+    from exporter.server import split_host_port
     from exporter.sim.apiserver import ApiServer
     from exporter.sim.bird import BirdSockets
     from exporter.sim.cluster import SimCluster
@@ -201,47 +203,61 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
             lifecycle.start()
             birds = BirdSockets(cluster, Path(tmp) / "bird")
             await birds.start()
-            if settings.demo.flap_interval > 0:
-                cluster.start_flapping(settings.demo.flap_interval)
-            settings = dataclasses.replace(
-                settings, kube=dataclasses.replace(settings.kube, kubeconfig=str(kubeconfig)))
-            telemetry = Telemetry()
-            nodes = sorted(cluster.nodes)
-            node_endpoints = _node_endpoints(settings.demo.node_listen, nodes, birds.path)
-            async with connect(settings.kube) as api, demo_probe_role(
-                settings, telemetry=telemetry, directory=Path(tmp)
-            ) as probe_role:
-                role = build_cluster_role(api, settings, telemetry)
+            try:
+                if settings.demo.flap_interval > 0:
+                    cluster.start_flapping(settings.demo.flap_interval)
+                settings = dataclasses.replace(
+                    settings, kube=dataclasses.replace(settings.kube, kubeconfig=str(kubeconfig)))
+                telemetry = Telemetry()
+                nodes = sorted(cluster.nodes)
+                node_endpoints = _node_endpoints(settings.demo.node_listen, nodes, birds.path)
+                async with connect(settings.kube) as api, demo_probe_role(
+                    settings, telemetry=telemetry, directory=Path(tmp)
+                ) as probe_role:
+                    role = build_cluster_role(api, settings, telemetry)
 
-                def banner(ports: list[int]) -> None:
-                    listen = display_address(settings.server.listen, ports[0])
-                    node_lines = "\n              ".join(
-                        f"http://{display_address(e.listen, p)}/metrics  ({n})"
-                        for n, e, p in zip(nodes, node_endpoints, ports[1:], strict=True))
-                    flap = settings.demo.flap_interval
-                    sys.stdout.write(DEMO_BANNER.format(
-                        scenario=scenario.name, description=textwrap.fill(
-                            scenario.description, 96, initial_indent="  ",
-                            subsequent_indent="  "), listen=listen,
-                        node_endpoints=node_lines, apiserver=apiserver.url,
-                        kubeconfig=kubeconfig,
-                        grace=format_duration(settings.ipam.leak_grace_period),
-                        flap=textwrap.fill(
-                            f"Every {format_duration(flap)} one BGP session goes down for "
-                            f"{format_duration(flap / 3)} and comes back (--flap-interval), so "
-                            "the BGP dashboard and the CalicoBGPPeerDown alert have something "
-                            "to show.", 96) + "\n" if flap > 0 else ""))
-                    sys.stdout.flush()
+                    def banner(ports: list[int]) -> None:
+                        sys.stdout.write(demo_banner(
+                            settings, scenario=scenario, ports=ports, nodes=nodes,
+                            node_endpoints=node_endpoints, apiserver=apiserver.url,
+                            kubeconfig=kubeconfig))
+                        sys.stdout.flush()
 
-                await serve_endpoints(
-                    [Endpoint(settings.server.listen, [role, probe_role], telemetry),
-                     *node_endpoints], stop=stop, on_serving=banner)
+                    await serve_endpoints(
+                        [Endpoint(settings.server.listen, [role, probe_role], telemetry),
+                         *node_endpoints], stop=stop, on_serving=banner)
+            finally:
+                await birds.stop()
     finally:
         lifecycle.stop()
         await cluster.stop()
-        if "birds" in locals():
-            await birds.stop()
         await apiserver.stop()
+
+
+def demo_banner(settings: Settings, *, scenario: Scenario, ports: list[int], nodes: list[str],
+                node_endpoints: list[Endpoint], apiserver: str, kubeconfig: Path) -> str:
+    """The demo's banner, once its endpoints listen on ``ports`` (main first, then one per
+    node)."""
+    import textwrap
+
+    from exporter.probes.config import format_duration
+    from exporter.server import display_address
+
+    node_lines = "\n              ".join(
+        f"http://{display_address(e.listen, p)}/metrics  ({n})"
+        for n, e, p in zip(nodes, node_endpoints, ports[1:], strict=True))
+    flap = settings.demo.flap_interval
+    flapping = textwrap.fill(
+        f"Every {format_duration(flap)} one BGP session goes down for {format_duration(flap / 3)} "
+        "and comes back (--flap-interval), so the BGP dashboard and the CalicoBGPPeerDown alert "
+        "have something to show.", 96) + "\n" if flap > 0 else ""
+    return DEMO_BANNER.format(
+        scenario=scenario.name,
+        description=textwrap.fill(scenario.description, 96, initial_indent="  ",
+                                  subsequent_indent="  "),
+        listen=display_address(settings.server.listen, ports[0]), node_endpoints=node_lines,
+        apiserver=apiserver, kubeconfig=kubeconfig,
+        grace=format_duration(settings.ipam.leak_grace_period), flap=flapping)
 
 
 def _node_endpoints(first: str, nodes: list[str],
