@@ -34,7 +34,9 @@ from tests.ops.helpers import ROOT, optional_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-TAG = f"localhost/calico-exporter:{__version__}"
+TAG = f"localhost/calico-exporter:{__version__}-test-{os.getpid()}"
+"""A tag of this run's own (make image IMAGE_TAG=...), removed at the end: runs on one machine
+never share or delete each other's image."""
 MASTER = "nke-dev01-89e792-master-0"
 READ_ONLY = ("mount -o remount,bind,ro / && exec setpriv --reuid=65532 --regid=65532 "
              "--clear-groups --inh-caps=-all --bounding-set=-all ")
@@ -78,10 +80,11 @@ def image() -> Iterator[Image]:
                           capture_output=True, text=True, timeout=900, check=False)
     assert base.returncode == 0, base.stderr
     built = subprocess.run(["make", "--no-print-directory", "image",
-                            f"BASE_IMAGE={base.stdout.strip()}", "IMAGE_TOOL=buildah"],
+                            f"BASE_IMAGE={base.stdout.strip()}", "IMAGE_TOOL=buildah",
+                            f"IMAGE_TAG={TAG}"],
                            cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    assert f"built calico-exporter:{__version__}" in built.stdout
+    assert f"built {TAG}" in built.stdout
     info = json.loads(subprocess.run([buildah, "inspect", "--type", "image", TAG],
                                      capture_output=True, text=True, check=True).stdout)
     container = subprocess.run([buildah, "from", "--pull-never", TAG], capture_output=True,
@@ -90,6 +93,7 @@ def image() -> Iterator[Image]:
         yield Image(buildah, container, info)
     finally:
         subprocess.run([buildah, "rm", container], capture_output=True, check=False)
+        subprocess.run([buildah, "rmi", TAG], capture_output=True, check=False)
 
 
 def test_image_config(image: Image) -> None:

@@ -205,3 +205,35 @@ def test_public_target_hides_url_credentials() -> None:
     assert config is not None
     assert [p.public_target for p in config.probes] == ["https://web.test:8443/x?y=1",
                                                         "web.test:80"]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1m30s", 90.0),
+    ("45", 45.0), ("2.5", 2.5)])
+def test_every_duration_form(text: str, seconds: float) -> None:
+    """interval and timeout, in defaults and per probe, take every form of the one duration
+    syntax (Go/Prometheus strings, plain seconds)."""
+    yaml_text = f"""
+defaults: {{interval: "{text}", timeout: "{text}"}}
+probes:
+- {{name: a, protocol: tcp, target: "db:5432", expect: allow, source: {{namespace: x}}}}
+- {{name: b, protocol: tcp, target: "db:5432", expect: allow, source: {{namespace: x}},
+   interval: "{text}", timeout: "{text}"}}
+"""
+    config, errors = parse_probe_config(yaml_text)
+    assert errors == []
+    assert config is not None
+    assert [(p.interval, p.timeout) for p in config.probes] == [(seconds, seconds)] * 2
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("interval", "-30s", "interval: must be at least 100ms"),
+    ("interval", "0", "interval: must be at least 100ms"),
+    ("timeout", "0s", "timeout: must be greater than 0"),
+    ("timeout", "-1m30s", "timeout: must be greater than 0"),
+])
+def test_zero_and_negative_durations(key: str, value: str, message: str) -> None:
+    """Zero and negative intervals and timeouts are refused with the key in the message."""
+    yaml_text = (f'probes:\n- {{name: a, protocol: icmp, target: "10.0.0.1", expect: allow, '
+                 f'source: {{namespace: x}}, {key}: "{value}"}}\n')
+    assert parse_probe_config(yaml_text)[1] == [f'probes[0] "a": {message}']
