@@ -23,7 +23,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 
-from exporter.config import ConfigError, split_listen
+from exporter.config import ENV_PREFIX, ConfigError, split_listen
 
 Render = Callable[[CollectorRegistry, bool, str], bytes]
 """``render(registry, openmetrics, version)``: the exposition of ``registry`` in that format."""
@@ -107,9 +107,11 @@ def display_address(address: str, port: int) -> str:
 
 
 @asynccontextmanager
-async def serve(app: web.Application, *, listen: str) -> AsyncIterator[int]:
+async def serve(app: web.Application, *, listen: str,
+                setting: str = "listen") -> AsyncIterator[int]:
     """Serve ``app`` on ``listen`` (host:port, [IPv6]:port, or :port for every interface; port 0
-    picks one) and yield the bound port."""
+    picks one) and yield the bound port. ``setting`` names the option the address came from, for
+    the error when it cannot be bound."""
     host, port = split_host_port(listen)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
@@ -118,8 +120,9 @@ async def serve(app: web.Application, *, listen: str) -> AsyncIterator[int]:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise ConfigError(f"invalid value for --listen (CALICO_EXPORTER_LISTEN): cannot listen "
-                          f"on {listen}: {exc.strerror or exc}") from None
+        flag, env = "--" + setting.replace("_", "-"), ENV_PREFIX + setting.upper()
+        raise ConfigError(f"invalid value for {flag} ({env}): cannot listen on {listen}: "
+                          f"{exc.strerror or exc}") from None
     bound = port
     for address in runner.addresses:  # the real port when port 0 was asked for
         bound = int(address[1])

@@ -37,6 +37,8 @@ class Endpoint:
     listen: str
     roles: list[Role]
     telemetry: Telemetry = field(default_factory=Telemetry)
+    setting: str = "listen"
+    """The option ``listen`` comes from, named in the error when it cannot be bound."""
 
     def ready(self) -> bool:
         return all(role.ready() for role in self.roles)
@@ -63,7 +65,8 @@ async def serve_endpoints(endpoints: list[Endpoint], *, stop: asyncio.Event,
             registry = build_registry([*collectors, SelfCollector(endpoint.telemetry),
                                        *runtime_collectors()])
             app = make_app(registry, ready=endpoint.ready, render=render)
-            ports.append(await stack.enter_async_context(serve(app, listen=endpoint.listen)))
+            ports.append(await stack.enter_async_context(
+                serve(app, listen=endpoint.listen, setting=endpoint.setting)))
         if on_serving is not None:
             on_serving(ports)
         freezer = asyncio.create_task(_freeze_heap_when_ready(ready), name="heap-freeze")
@@ -273,7 +276,8 @@ def _node_endpoints(first: str, nodes: list[str],
         bird = BirdSettings(node_name=node, bird_socket=str(socket(node, 4)),
                             bird6_socket=str(socket(node, 6)))
         role = node_role(bird, telemetry=telemetry, job=f"bird-poller-{node}")
-        out.append(Endpoint(f"{shown}:{port + i if port else 0}", [role], telemetry))
+        out.append(Endpoint(f"{shown}:{port + i if port else 0}", [role], telemetry,
+                            setting="node_listen"))
     return out
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -43,6 +44,8 @@ from exporter.sim.calico_node import BIRD_VERSION, bird_since
 
 if TYPE_CHECKING:
     from exporter.sim.cluster import SimCluster
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["BirdSockets", "BirdView"]
 
@@ -347,7 +350,10 @@ class BirdSockets:
     async def _follow(self) -> None:
         while True:
             await asyncio.sleep(self.resync)
-            await self.sync()
+            try:
+                await self.sync()
+            except OSError as exc:  # a socket path that cannot be bound: try again later
+                _log.warning("sim bird sockets not in step: %s", exc)
 
     async def stop(self) -> None:
         if self._task is not None:

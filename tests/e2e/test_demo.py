@@ -160,6 +160,39 @@ def test_bad_config_exit_code(tmp_path: Path) -> None:
         "cannot read scenario")
 
 
+def _taken_after_a_free_port() -> socket.socket:
+    """A listening socket on a port whose predecessor is free (so the demo's second node-mode
+    endpoint is the one that fails)."""
+    while True:
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        with socket.socket() as before:
+            try:
+                before.bind(("127.0.0.1", taken.getsockname()[1] - 1))
+            except OSError:
+                taken.close()
+                continue
+        taken.listen()
+        return taken
+
+
+def test_node_listen_in_use_exit_code() -> None:
+    """A node-mode port of the demo already taken stops it with one message naming
+    --node-listen, exit code 2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALICO_EXPORTER_")}
+    with _taken_after_a_free_port() as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{free_port()}",
+             "--apiserver-listen", f"127.0.0.1:{free_port()}", "--node-listen",
+             f"127.0.0.1:{port - 1}"], env=env, capture_output=True, text=True, timeout=60,
+            check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "calico-exporter: error: invalid value for --node-listen (CALICO_EXPORTER_NODE_LISTEN): "
+        f"cannot listen on 127.0.0.1:{port}: ")
+
+
 def test_probe_agent(demo: Demo) -> None:
     """The demo's probe agent reports every probe matched, the expected deny included."""
     got = demo.wait_for(lambda s: len([k for k in s if k[0] == "calico_probe_success"]) == 4)
