@@ -5,7 +5,8 @@ Subcommands:
 - ``cluster``: the cluster-wide exporter (CalicoNodeStatus refresher, BGP, IPAM, policy).
 - ``node``: node-local BGP metrics from BIRD's control sockets.
 - ``probe``: a synthetic-probe agent for one source namespace.
-- ``demo``: the exporter, a probe agent and the simulated ``nke-lab`` cluster in one process.
+- ``demo``: the exporter (cluster mode, node mode per node), a probe agent and the simulated
+  ``nke-lab`` cluster in one process.
 - ``check-config MODE``: validate the settings of one mode and what it needs (kubeconfig, node
   name, probe config) and print that mode's effective values.
 - ``selector``: parse a Calico selector, print its canonical form, optionally match labels.
@@ -47,7 +48,8 @@ DESCRIPTIONS = {
     "metrics from Kubernetes watches.",
     "node": "Run the node-local exporter: BGP metrics straight from BIRD's control sockets.",
     "probe": "Run a synthetic-probe agent for the probes whose source namespace is this one.",
-    "demo": "Run the exporter and a probe agent against the built-in simulated Calico cluster.",
+    "demo": "Run the exporter (cluster mode, and node mode for every node) and a probe agent "
+    "against the built-in simulated Calico cluster.",
     "check-config": "Validate the settings of one mode and what it will need (cluster: the "
     "kubeconfig; node: a node name; probe: the probe config, whose probes are listed with their "
     "schedule), print that mode's effective settings and exit: 0 when valid (warnings about "
