@@ -574,6 +574,10 @@ def contradictions(settings: Settings, groups: Iterable[str] | None = None) -> l
     if "bird" in wanted and bird.bird_timeout > bird.bird_interval:
         out.append(f"--bird-timeout ({bird.bird_timeout:g}s) is longer than --bird-interval "
                    f"({bird.bird_interval:g}s): a slow BIRD delays every poll")
+    access = settings.access
+    if "access" in wanted and access.authorize_scrapers and not access.tls_cert_file:
+        out.append("--authorize-scrapers without --tls-cert-file: scrapers send their bearer "
+                   "tokens over plain HTTP")
     return out
 
 

@@ -183,6 +183,47 @@ class TestCheckConfigModes:
         assert ("calico-exporter: warning: --bird-socket /nonexistent/bird.ctl does not exist "
                 "here") in result.stderr
 
+    def test_node_access_and_kube(self, tmp_path: Path) -> None:
+        """node: the access and kube settings node mode reads are checked with the rest, every
+        problem at once: bad values, TLS files that go together or cannot be read, and the
+        kubeconfig --authorize-scrapers needs."""
+        result = cli("check-config", "node", "--node-name", "n1", "--header-read-timeout", "0",
+                     "--keepalive-timeout", "1m30s", "--health-listen", "9810",
+                     "--calico-api-group", "v3", "--tls-client-ca-file", str(tmp_path / "ca"),
+                     "--authorize-scrapers", "--kubeconfig", str(tmp_path / "none"))
+        assert result.returncode == 2
+        assert _errors(result) == [
+            "invalid value for --header-read-timeout (CALICO_EXPORTER_HEADER_READ_TIMEOUT): must "
+            "be greater than 0",
+            "invalid value for --health-listen (CALICO_EXPORTER_HEALTH_LISTEN): '9810' is not "
+            "host:port, [IPv6]:port or :port",
+            "invalid value for --calico-api-group (CALICO_EXPORTER_CALICO_API_GROUP): 'v3' is "
+            "not one of auto, crd.projectcalico.org/v1, projectcalico.org/v3",
+            "invalid value for --tls-client-ca-file (CALICO_EXPORTER_TLS_CLIENT_CA_FILE): mutual "
+            "TLS needs --tls-cert-file and --tls-key-file",
+            "invalid value for --kubeconfig (CALICO_EXPORTER_KUBECONFIG): no kubeconfig file at "
+            f"{tmp_path / 'none'}",
+        ]
+        assert ("calico-exporter: warning: --authorize-scrapers without --tls-cert-file: "
+                "scrapers send their bearer tokens over plain HTTP\n") in result.stderr
+
+    def test_probe_tls_files(self, tmp_path: Path) -> None:
+        """probe: TLS files that do not exist are reported as the probe role would report them
+        at start-up; the access settings are shown with the mode's others."""
+        cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+        result = cli("check-config", "probe", "--probe-config", str(PROBES), "--tls-cert-file",
+                     str(cert), "--tls-key-file", str(key))
+        assert result.returncode == 2
+        assert _errors(result) == [
+            "invalid value for --tls-cert-file (CALICO_EXPORTER_TLS_CERT_FILE): cannot use "
+            f"{cert}, {key}: No such file or directory"]
+        valid = cli("check-config", "probe", "--probe-config", str(PROBES),
+                    "--max-connections", "64")
+        assert valid.returncode == 0, valid.stderr
+        shown = yaml.safe_load(valid.stdout)
+        assert shown["max_connections"] == 64
+        assert shown["calico_api_group"] == "auto"
+
     def test_probe(self) -> None:
         """probe: bad settings and every problem of the probe file, all reported."""
         path = Path(__file__).parent / "probes/testdata/invalid/several_problems.yaml"

@@ -8,7 +8,10 @@ the checks the mode would otherwise only fail at start-up, with the same message
   checking away from the node);
 - ``probe``: the probe config is given and valid; its probes are listed with their schedule and
   whether this agent's source namespace runs them;
-- ``demo``: the scenario loads.
+- ``demo``: the scenario loads;
+- every mode: the TLS certificate, key and client CA (``--tls-*``), when given, make a server
+  context; ``node`` and ``probe`` with ``--authorize-scrapers`` also need the kubeconfig (their
+  reviews go to the API server), checked as for ``cluster``.
 """
 
 from __future__ import annotations
@@ -35,19 +38,32 @@ def check_mode(mode: str, settings: Settings, *, environ: Mapping[str, str],
                service_account: Path | None = None) -> Report:
     """The checks of ``mode`` (cluster, node, probe or demo) over ``settings``."""
     report = Report()
-    if mode == "cluster":
-        _check_cluster(settings, environ, service_account, report)
-    elif mode == "node":
+    if mode == "cluster" or (mode in ("node", "probe") and settings.access.authorize_scrapers):
+        _check_kubeconfig(settings, environ, service_account, report)
+    if mode == "node":
         _check_node(settings, report)
     elif mode == "probe":
         _check_probe(settings, report)
     elif mode == "demo":
         _check_demo(settings, report)
+    _check_tls(settings, report)
     return report
 
 
-def _check_cluster(settings: Settings, environ: Mapping[str, str],
-                   service_account: Path | None, report: Report) -> None:
+def _check_tls(settings: Settings, report: Report) -> None:
+    from exporter.server import load_tls
+
+    access = settings.access
+    if not (access.tls_cert_file and access.tls_key_file):
+        return  # none, or only one of the pair: exporter.config reports that
+    try:
+        load_tls(access)
+    except ConfigError as exc:
+        report.problems.append(str(exc))
+
+
+def _check_kubeconfig(settings: Settings, environ: Mapping[str, str],
+                      service_account: Path | None, report: Report) -> None:
     from exporter.kube.client import SERVICE_ACCOUNT, client_configuration
 
     async def load() -> Any:
