@@ -118,6 +118,9 @@ class Writer:
         if dry_run:
             return obj, warnings
         store = self.store
+        current = _mirrored(store, view, ns, name)
+        if obj == current:
+            return current, warnings  # a no-op stays one: the stored object is not rewritten
         stored = calicoapi.to_v1(obj)
         stored["metadata"]["name"] = _stored_name(store, view, ns, name)
         stored["metadata"].pop("uid", None)
