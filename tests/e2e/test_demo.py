@@ -310,19 +310,39 @@ def test_unscheduled_pod_is_scheduled(demo: Demo) -> None:
 def test_calico_api_flavours(flavour: str, group: str) -> None:
     """`demo --calico-api v3|both`: the simulated cluster writes where Calico's data is, the
     exporter discovers that group (v1 when the Calico API server's v3 is also served) and serves
-    the write-up's numbers, and the banner's kubectl commands read that group."""
+    the write-up's numbers, the demo's network sets are there, node mode runs per node from the
+    simulated BIRD sockets, the banner's kubectl commands read that group, and a pod created
+    with kubectl gets an address from the IPAM in that group."""
     with running_demo("--calico-api", flavour, "--flap-interval", "0") as running:
         got = running.wait_for(lambda s: value(s, "calico_bgp_peers", node=MASTER,
-                                               ip_version="4", state="established") == 2)
+                                               ip_version="4", state="established") == 2
+                               and value(s, "calico_network_sets", kind="global",
+                                         namespace="") == 1)
         version = "v3" if group == "projectcalico.org" else "v1"
         assert value(got, "calico_exporter_calico_api_info", group=group, version=version) == 1
         assert value(got, "calico_network_policy_selected_pods", kind="k8s",
                      namespace="guestbook", policy="mypolicy") == 5
+        assert value(got, "calico_network_sets", kind="calico", namespace="default") == 1
         assert f"ippools.{group} " in running.banner
+        assert set(running.node_ports) == {MASTER, WORKER0, WORKER1}
+        for node, port in running.node_ports.items():
+            node_got = running.wait_for(lambda s, n=node: value(  # type: ignore[misc]
+                s, "calico_bird_ready", node=n, ip_version="4") == 1, port=port)
+            assert len([k for k in node_got
+                        if k[0] == "calico_bgp_peer_state_change_timestamp_seconds"]) == 2
         if shutil.which("kubectl") is not None:
             outputs = kubectl_outputs(running)
             assert f"apiVersion: {group}/{version}" in outputs[0]
             assert "numberEstablishedV4: 2" in outputs[1]
+            pool = "default-ipv4-ippool"
+            before = value(got, "calico_ipam_node_allocated_addresses", node=WORKER0,
+                           pool=pool) or 0
+            running.kubectl("run", "nc-run", "--image=busybox", "--overrides",
+                            json.dumps({"spec": {"nodeName": WORKER0}}))
+            ip, _ = _ip(running, "nc-run")
+            assert ip.startswith("172.20.188.")  # worker-0's block 172.20.188.64/26
+            running.wait_for(lambda s: value(s, "calico_ipam_node_allocated_addresses",
+                                             node=WORKER0, pool=pool) == before + 1)
 
 
 def test_sigterm_exits_cleanly_within_2s(demo: Demo) -> None:
