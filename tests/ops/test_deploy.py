@@ -437,7 +437,8 @@ def test_config_map_is_a_valid_exporter_config(rendered: Objects, tmp_path: Path
 
 DURATIONS = {"node_status_update_period": ("1m30s", 90), "leak_grace_period": ("1h", 3600.0),
              "bird_interval": ("500ms", 0.5), "api_timeout": ("15", 15.0),
-             "backoff_max": ("2m", 120.0), "watch_timeout": ("5m", 300.0)}
+             "backoff_max": ("2m", 120.0), "watch_timeout": ("5m", 300.0),
+             "header_read_timeout": ("1m30s", 90.0), "access_review_allow_ttl": ("10m", 600.0)}
 
 
 def test_helm_values_take_durations(helm_env: dict[str, str], tmp_path: Path) -> None:
@@ -619,7 +620,7 @@ def _readme_overlay() -> dict[str, Any]:
 def test_install_overlay_of_the_readme(tmp_path: Path) -> None:
     """The overlay deploy/README.md shows, written next to deploy/ as it says, builds into the
     base with every container on your registry's image; with the rendered probe agents added
-    (as its section 3 says), those take the same image."""
+    (as its section 4 says), those take the same image."""
     (tmp_path / "deploy").symlink_to(ROOT / "deploy")
     overlay = tmp_path / "my-install"
     overlay.mkdir()
