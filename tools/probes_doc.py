@@ -95,6 +95,17 @@ probes:
   timeout: 2s
   source: {namespace: guestbook}
 """),
+    ("A link-local target: the node's NodeLocal DNSCache, which only `allow_link_local` permits",
+     """\
+probes:
+- name: dns-node-local-cache
+  protocol: dns
+  target: kubernetes.default.svc.cluster.local
+  server: 169.254.20.10
+  expect: allow
+  allow_link_local: true
+  source: {namespace: default}
+"""),
 )
 """(title, YAML): each is a complete, valid probe file (the test parses it)."""
 
