@@ -1,27 +1,25 @@
 # syntax=docker/dockerfile:1
-# calico-exporter image: `docker build -t calico-exporter .`
-# Stage 1 builds the wheel of this project and of every runtime dependency; stage 2 installs
-# only those wheels (no compiler, no build tools, no test extras) and runs as a non-root user.
+# The calico-exporter image. Build it with `make image` (README, "Build the image"): the wheels of
+# the project, of its runtime dependencies and of pip are made on the host first, into
+# build/image/wheels, and build/image is the build context, so this build fetches nothing.
+# BASE_IMAGE: any Debian-based image with Python 3.11 as python3; the default is the public slim
+# image, the tests use a local debootstrap of Debian 12 and its python3 (tools/image.py base).
+ARG BASE_IMAGE=python:3.11-slim
 
-FROM python:3.11-slim AS build
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY exporter ./exporter
-RUN pip wheel --wheel-dir /wheels .
+FROM ${BASE_IMAGE} AS install
+COPY wheels/ /wheels/
+# pip runs from its own wheel: the base needs no pip and the image gets none. Bytecode is
+# compiled here because the root filesystem is read-only at run time.
+RUN set -- /wheels/pip-*.whl \
+    && python3 -m venv --without-pip /opt/calico-exporter \
+    && /opt/calico-exporter/bin/python "$1/pip" install --no-index --no-cache-dir --no-compile \
+       --disable-pip-version-check --find-links /wheels calico-exporter \
+    && /opt/calico-exporter/bin/python -m compileall -q -j 0 /opt/calico-exporter/lib
 
-FROM python:3.11-slim
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1
-# --no-index: only the wheels built above, nothing fetched at this stage.
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels /wheels/calico_exporter-*.whl \
-    && groupadd --system --gid 65532 calico-exporter \
-    && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin calico-exporter
-# Bytecode was compiled at install time; the root filesystem is read-only at run time.
-ENV PYTHONDONTWRITEBYTECODE=1 \
+FROM ${BASE_IMAGE}
+COPY --from=install /opt/calico-exporter /opt/calico-exporter
+ENV PATH=/opt/calico-exporter/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 USER 65532:65532
 EXPOSE 9808

@@ -4,10 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := prometheus bird nftables iproute2 procps openssl
+DEB_PACKAGES := prometheus bird nftables iproute2 procps openssl buildah debootstrap
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck imports pytest deb-deps bench bench-quick clean
+.PHONY: demo test lint typecheck imports pytest deb-deps image bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -21,7 +21,8 @@ demo: $(STAMP)
 	$(BIN)/calico-exporter demo --listen "$${CALICO_EXPORTER_LISTEN:-127.0.0.1:9808}"
 
 # Debian packages the tests drive for real: promtool and the Prometheus server,
-# BIRD 1.6.8, nftables and iproute2 for network namespaces. Installed only when missing.
+# BIRD 1.6.8, nftables and iproute2 for network namespaces, buildah and debootstrap for the
+# image (built and run by the tests). Installed only when missing.
 deb-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -31,6 +32,13 @@ deb-deps:
 	  else echo "missing Debian packages (run as root to install):$$missing"; fi; \
 	fi
 	@$(BIN)/python tools/install_helm.py
+
+# The container image calico-exporter:<version>, with buildah or docker (IMAGE_TOOL=...), from
+# wheels made on the host first. BASE_IMAGE=<image> replaces the public python:3.11-slim base
+# (the tests use a local Debian 12 one: `python tools/image.py base`).
+image: $(STAMP)
+	$(BIN)/python tools/image.py build $(if $(BASE_IMAGE),--base $(BASE_IMAGE)) \
+	  $(if $(IMAGE_TOOL),--tool $(IMAGE_TOOL)) $(if $(IMAGE_TAG),--tag $(IMAGE_TAG))
 
 lint: $(STAMP)
 	$(BIN)/ruff check exporter tests bench tools grafana deploy

@@ -1,12 +1,14 @@
 """Render one probe agent per source namespace of a probe config, as Kubernetes manifests.
 
-``python deploy/render_probe_agents.py [--config deploy/probes.yaml]
-[--out deploy/base/probe-agents]`` writes, for each namespace some probe runs from, one file per
+``python deploy/render_probe_agents.py [--config FILE] [--out DIR]`` (defaults: the lab example,
+``deploy/examples/lab/probes.yaml`` into ``deploy/examples/lab/probe-agents``) writes, for each
+namespace some probe runs from, one file per
 object: a ServiceAccount (no token: the agent never calls the API), a ConfigMap with the probes of
 that namespace, a Deployment running ``calico-exporter probe`` whose pods wear the labels the
 config names (so policies select the agent as they would the workload it stands for), and a
 Service; plus one ServiceMonitor (job ``calico-exporter-probe``) in the exporter's namespace and a
 ``kustomization.yaml`` listing them. Files of namespaces no longer in the config are removed.
+An overlay puts them next to ``deploy/base`` (see ``deploy/examples/lab/kustomization.yaml``).
 
 The agents run ICMP probes through unprivileged datagram sockets: the pod sets the namespaced
 sysctl ``net.ipv4.ping_group_range`` (a "safe" sysctl, allowed by default); NET_RAW is added as
@@ -29,6 +31,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+LAB = ROOT / "deploy" / "examples" / "lab"
 NAMESPACE = "calico-exporter"
 NAME = "calico-exporter-probe"
 PORT = 9808
@@ -255,10 +258,10 @@ def render(text: str, *, config_name: str, image: str, net_raw: bool = True,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "deploy" / "probes.yaml",
-                        help="probe config YAML (default: deploy/probes.yaml)")
-    parser.add_argument("--out", type=Path, default=ROOT / "deploy" / "base" / "probe-agents",
-                        help="output directory (default: deploy/base/probe-agents)")
+    parser.add_argument("--config", type=Path, default=LAB / "probes.yaml",
+                        help="probe config YAML (default: deploy/examples/lab/probes.yaml)")
+    parser.add_argument("--out", type=Path, default=LAB / "probe-agents",
+                        help="output directory (default: deploy/examples/lab/probe-agents)")
     parser.add_argument("--image", default=default_image(), help="container image")
     parser.add_argument("--no-net-raw", dest="net_raw", action="store_false",
                         help="do not add CAP_NET_RAW (ICMP then relies on ping_group_range)")

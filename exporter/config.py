@@ -16,11 +16,11 @@ import dataclasses
 import inspect
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, NewType, get_type_hints
 
 import yaml
 
@@ -29,7 +29,19 @@ CALICO_API_GROUPS = ("auto", "crd.projectcalico.org/v1", "projectcalico.org/v3")
 
 
 class ConfigError(ValueError):
-    """A setting has a value we cannot use; ``str()`` is the exact message shown to the user."""
+    """A setting has a value we cannot use; ``str()`` is the exact message shown to the user.
+
+    ``problems`` holds one exact line per bad setting when several were found at once."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
+
+
+WholeSeconds = NewType("WholeSeconds", int)
+"""A duration setting kept as whole seconds (it becomes an integer field of an API object).
+Every ``float`` setting is a duration in seconds; both accept the duration syntax of
+:func:`parse_duration`."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -41,7 +53,8 @@ class ServerSettings:
     """The HTTP endpoint for /metrics, /healthz and /readyz."""
 
     listen: str = "0.0.0.0:9808"
-    """Address to serve /metrics, /healthz and /readyz on, as host:port."""
+    """Address to serve /metrics, /healthz and /readyz on: host:port, [IPv6]:port, or :port for
+    every interface."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +85,14 @@ class AccessSettings:
     TokenReview, then a SubjectAccessReview for verb get on the non-resource URL (/metrics), as
     kube-rbac-proxy does. Needs create on tokenreviews and subjectaccessreviews."""
     token_review_cache_ttl: float = 60.0
-    """How long a TokenReview result (authenticated or not) is reused for the same token."""
+    """How long a TokenReview result (authenticated or not) is reused for the same token; 0
+    never reuses one."""
     access_review_allow_ttl: float = 300.0
-    """How long an allowed SubjectAccessReview is reused for the same user and path."""
+    """How long an allowed SubjectAccessReview is reused for the same user and path; 0 never
+    reuses one."""
     access_review_deny_ttl: float = 30.0
-    """How long a denied SubjectAccessReview is reused for the same user and path."""
+    """How long a denied SubjectAccessReview is reused for the same user and path; 0 never
+    reuses one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +152,9 @@ class NodeStatusSettings:
     """Name prefix of the CalicoNodeStatus objects we own; the node name follows it."""
     node_status_classes: tuple[str, ...] = ("Agent", "BGP", "Routes")
     """Status classes requested from calico-node (comma-separated): Agent, BGP, Routes."""
-    node_status_update_period: int = 30
-    """spec.updatePeriodSeconds of our CalicoNodeStatus objects (0 to 86400); calico-node
-    refreshes the status this often."""
+    node_status_update_period: WholeSeconds = WholeSeconds(30)
+    """spec.updatePeriodSeconds of our CalicoNodeStatus objects, whole seconds from 0 to 24h;
+    calico-node refreshes the status this often (0: only when our spec changes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +204,9 @@ class DemoSettings:
     """Take one BGP peer down and up again this often in the demo, in seconds; 0 disables."""
     apiserver_listen: str = "127.0.0.1:6443"
     """Address of the emulated Kubernetes API server in the demo, as host:port."""
+    node_listen: str = "127.0.0.1:9809"
+    """Address of the demo's first node-mode endpoint (the node mode of the first simulated
+    node); the other nodes follow on the next ports. Port 0 picks free ports."""
     calico_api: str = "v1"
     """API group of Calico's resources in the simulated cluster: v1 (crd.projectcalico.org
     CRDs), v3 (native projectcalico.org CRDs) or both (v1 CRDs and the Calico API server's v3)."""
@@ -271,121 +290,252 @@ def options() -> tuple[Option, ...]:
 # --------------------------------------------------------------------------------------------
 # Value parsing
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_NUMBER = r"(?:\d+\.?\d*|\.\d+)"
+_BARE = re.compile(_NUMBER)
+_COMPONENT = re.compile(rf"({_NUMBER})(ns|us|µs|μs|ms|s|m|h|d|w|y)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0,
+                 "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
 _TRUE = {"1", "t", "true", "yes", "on"}
 _FALSE = {"0", "f", "false", "no", "off"}
+DURATION_SYNTAX = "a duration like 30s, 1m30s or 500ms"
 
 
 def parse_duration(text: str) -> float:
-    """``500ms``, ``30s``, ``2m``, ``1h`` or plain seconds, as float seconds; ValueError else."""
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"{text!r} is not a duration like 30s, 2m or 500ms")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+    """A duration as float seconds: Go's syntax (``500ms``, ``30s``, ``1m30s``, ``1.5h``, units
+    ns, us, ms, s, m, h), Prometheus' day, week and year units (``1d``, ``2w``, ``1y``), or a
+    plain number of seconds (``90``, ``0.5``); an optional sign. ValueError otherwise."""
+    body = text.strip()
+    sign = -1.0 if body.startswith("-") else 1.0
+    body = body[1:] if body[:1] in "+-" else body
+    if _BARE.fullmatch(body):
+        return sign * float(body)
+    total, pos = 0.0, 0
+    while pos < len(body):
+        m = _COMPONENT.match(body, pos)
+        if m is None:
+            break
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if not body or pos < len(body):
+        raise ValueError(f"{text!r} is not {DURATION_SYNTAX}")
+    return sign * total
 
 
-def _convert(opt: Option, value: Any, source: str) -> Any:
-    where = f"{opt.flag} ({opt.env})" if source != "file" else opt.name
-    try:
-        if opt.type is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in _TRUE:
-                return True
-            if text in _FALSE:
-                return False
-            raise ValueError(f"{value!r} is not a boolean (true or false)")
-        if opt.type is int:
-            if isinstance(value, bool):
-                raise ValueError(f"{value!r} is not an integer")
-            return int(value)
-        if opt.type is float:
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return float(value)
-            return parse_duration(str(value))
-        if opt.type == tuple[str, ...]:
-            items = value if isinstance(value, list) else str(value).split(",")
-            return tuple(str(i).strip() for i in items if str(i).strip())
-        if isinstance(value, dict | list):
-            raise ValueError(f"{value!r} is not a string")
-        return str(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid value for {where}: {exc}") from None
-
-
-def _check_host_port(opt: Option, value: str) -> None:
+def split_listen(value: str) -> tuple[str, int]:
+    """``host:port``, ``[IPv6]:port`` or ``:port`` (every interface: host "") as (host, port);
+    ValueError when it is none of these."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(
-            f"invalid value for {opt.flag} ({opt.env}): {value!r} is not host:port"
-        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not host or ":" not in host:
+            raise ValueError(f"{value!r} is not host:port, [IPv6]:port or :port")
+    elif ":" in host or "[" in host or "]" in host:
+        raise ValueError(f"{value!r} is not host:port, [IPv6]:port or :port "
+                         "(an IPv6 address goes in brackets)")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port, [IPv6]:port or :port")
+    return host, int(port)
 
 
-def _validate(settings: Settings) -> None:
-    """Cross-field and range checks; each failure is one exact message."""
-    by_name = {o.name: o for o in options()}
-    _check_host_port(by_name["listen"], settings.server.listen)
-    _check_host_port(by_name["apiserver_listen"], settings.demo.apiserver_listen)
-    if settings.log.log_level not in {"debug", "info", "warning", "error"}:
-        raise ConfigError(
-            "invalid value for --log-level (CALICO_EXPORTER_LOG_LEVEL): "
-            f"{settings.log.log_level!r} is not one of debug, info, warning, error"
-        )
-    if settings.log.log_format not in {"auto", "json", "console"}:
-        raise ConfigError(
-            "invalid value for --log-format (CALICO_EXPORTER_LOG_FORMAT): "
-            f"{settings.log.log_format!r} is not one of auto, json, console"
-        )
-    if settings.demo.calico_api not in ("v1", "v3", "both"):
-        raise ConfigError(
-            "invalid value for --calico-api (CALICO_EXPORTER_CALICO_API): "
-            f"{settings.demo.calico_api!r} is not one of v1, v3, both"
-        )
-    if settings.kube.calico_api_group not in CALICO_API_GROUPS:
-        raise ConfigError(
-            "invalid value for --calico-api-group (CALICO_EXPORTER_CALICO_API_GROUP): "
-            f"{settings.kube.calico_api_group!r} is not one of {', '.join(CALICO_API_GROUPS)}"
-        )
-    _validate_access(settings.access, by_name)
-    ns = settings.node_status
-    bad = [c for c in ns.node_status_classes if c not in {"Agent", "BGP", "Routes"}]
-    if bad or not ns.node_status_classes:
-        raise ConfigError(
-            "invalid value for --node-status-classes (CALICO_EXPORTER_NODE_STATUS_CLASSES): "
-            "classes must be a non-empty list of Agent, BGP, Routes"
-        )
-    if not 0 <= ns.node_status_update_period <= 86400:
-        raise ConfigError(
-            "invalid value for --node-status-update-period "
-            "(CALICO_EXPORTER_NODE_STATUS_UPDATE_PERIOD): must be between 0 and 86400"
-        )
-    for opt in options():
-        group = getattr(settings, opt.group)
-        value = getattr(group, opt.name)
-        if opt.type in (int, float) and value < 0:
-            raise ConfigError(f"invalid value for {opt.flag} ({opt.env}): must not be negative")
+def _convert(opt: Option, value: Any) -> Any:
+    """The typed value of one raw setting; ValueError (or TypeError) with the reason."""
+    if opt.type is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(f"{value!r} is not a boolean (true or false)")
+    if opt.type is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        text = str(value).strip()
+        if isinstance(value, bool | float | dict | list) or not text.lstrip("+-").isdigit():
+            raise ValueError(f"{value!r} is not an integer")
+        return int(text)
+    if opt.type is float or opt.type is WholeSeconds:
+        if isinstance(value, bool | dict | list):
+            raise ValueError(f"{value!r} is not {DURATION_SYNTAX}")
+        seconds = float(value) if isinstance(value, int | float) else parse_duration(str(value))
+        if opt.type is float:
+            return seconds
+        if not seconds.is_integer():
+            raise ValueError(f"{value!r} is not a whole number of seconds")
+        return WholeSeconds(int(seconds))
+    if opt.type == tuple[str, ...]:
+        items = value if isinstance(value, list) else str(value).split(",")
+        return tuple(str(i).strip() for i in items if str(i).strip())
+    if isinstance(value, dict | list):
+        raise ValueError(f"{value!r} is not a string")
+    return str(value)
 
 
-def _validate_access(access: AccessSettings, by_name: Mapping[str, Option]) -> None:
-    if access.health_listen:
-        _check_host_port(by_name["health_listen"], access.health_listen)
-    for name in ("header_read_timeout", "keepalive_timeout", "max_connections"):
-        if not getattr(access, name) > 0:
-            opt = by_name[name]
-            raise ConfigError(f"invalid value for {opt.flag} ({opt.env}): must be positive")
-    if bool(access.tls_cert_file) != bool(access.tls_key_file):
-        raise ConfigError("invalid value for --tls-cert-file (CALICO_EXPORTER_TLS_CERT_FILE): "
-                          "--tls-cert-file and --tls-key-file go together")
-    if access.tls_client_ca_file and not access.tls_cert_file:
-        raise ConfigError("invalid value for --tls-client-ca-file "
-                          "(CALICO_EXPORTER_TLS_CLIENT_CA_FILE): mutual TLS needs "
-                          "--tls-cert-file and --tls-key-file")
+_RANGES: dict[str, tuple[float, bool, float | None]] = {
+    "api_timeout": (0, False, None),
+    "watch_timeout": (0, False, None),
+    "inactivity_timeout": (0, False, None),
+    "backoff_initial": (0, False, None),
+    "backoff_max": (0, False, None),
+    "list_page_size": (1, True, None),
+    "node_status_update_period": (0, True, 86400),
+    "leak_grace_period": (0, True, None),
+    "probe_concurrency": (1, True, None),
+    "bird_interval": (0, False, None),
+    "bird_timeout": (0, False, None),
+    "flap_interval": (0, True, None),
+    "header_read_timeout": (0, False, None),
+    "keepalive_timeout": (0, False, None),
+    "max_connections": (1, True, None),
+    "token_review_cache_ttl": (0, True, None),
+    "access_review_allow_ttl": (0, True, None),
+    "access_review_deny_ttl": (0, True, None),
+}
+"""name -> (lowest, lowest allowed, highest allowed): zero or negative values that make no
+sense (a timeout, an interval, a page size) are rejected."""
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "log_level": ("debug", "info", "warning", "error"),
+    "log_format": ("auto", "json", "console"),
+    "calico_api_group": CALICO_API_GROUPS,
+    "calico_api": ("v1", "v3", "both"),
+}
+
+
+def _range_problem(name: str, value: float) -> str | None:
+    limits = _RANGES.get(name)
+    if limits is None:
+        return None
+    low, inclusive, high = limits
+    if high is not None and not low <= value <= high:
+        return (f"must be between {low:g} and {high:g}" if name != "node_status_update_period"
+                else "must be between 0 and 86400 seconds (24h)")
+    if inclusive and value < low:
+        return "must not be negative" if low == 0 else f"must be at least {low:g}"
+    if not inclusive and value <= low:
+        return f"must be greater than {low:g}"
+    return None
+
+
+def _value_problem(opt: Option, value: Any) -> str | None:
+    """Why an otherwise well-typed value is not usable; None when it is."""
+    if opt.name in ("listen", "health_listen", "apiserver_listen", "node_listen"):
+        if opt.name == "health_listen" and value == "":
+            return None  # no separate health listener
+        try:
+            split_listen(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    if opt.name in _CHOICES and value not in _CHOICES[opt.name]:
+        return f"{value!r} is not one of {', '.join(_CHOICES[opt.name])}"
+    if opt.name == "node_status_classes":
+        bad = [c for c in value if c not in {"Agent", "BGP", "Routes"}]
+        if bad or not value:
+            return "classes must be a non-empty list of Agent, BGP, Routes"
+        return None
+    if opt.type in (int, float, WholeSeconds):
+        return _range_problem(opt.name, value)
+    return None
 
 
 # --------------------------------------------------------------------------------------------
 # Loading
+
+
+def _where(opt: Option, source: str, path: str) -> str:
+    if source == "file":
+        return f"{opt.name} in config file {path}"
+    return f"{opt.flag} ({opt.env})"
+
+
+def check(
+    *,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+    groups: Iterable[str] | None = None,
+) -> tuple[Settings, list[str]]:
+    """Settings from defaults, an optional YAML file, the environment and parsed flags, and
+    every problem found on the way (one exact message each; empty when all is well).
+
+    ``flags`` maps field names to values given on the command line (absent means not given).
+    Only the settings of ``groups`` (default: all) are read and checked; the others keep their
+    defaults, so a command is never stopped by a setting it does not use. A bad value keeps the
+    default in the returned Settings.
+    """
+    flags = flags or {}
+    environ = environ or {}
+    wanted = set(GROUPS if groups is None else groups)
+    problems: list[str] = []
+    file_values: dict[str, Any] = {}
+    path = config_file or environ.get(ENV_PREFIX + "CONFIG_FILE", "")
+    if path:
+        file_values = _read_file(path, problems)
+
+    values: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+    for opt in options():
+        if opt.group not in wanted:
+            continue
+        if opt.name in flags and flags[opt.name] is not None:
+            raw, source = flags[opt.name], "flag"
+        elif opt.env in environ:
+            raw, source = environ[opt.env], "env"
+        elif opt.name == "node_name" and environ.get("NODE_NAME"):
+            raw, source = environ["NODE_NAME"], "env"
+        elif opt.name in file_values:
+            raw, source = file_values[opt.name], "file"
+        else:
+            continue
+        try:
+            value = _convert(opt, raw)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"invalid value for {_where(opt, source, path)}: {exc}")
+            continue
+        problem = _value_problem(opt, value)
+        if problem is not None:
+            problems.append(f"invalid value for {_where(opt, source, path)}: {problem}")
+            continue
+        values[opt.group][opt.name] = value
+    settings = Settings(**{g: GROUPS[g](**v) for g, v in values.items()})
+    return settings, problems + _combination_problems(settings, wanted)
+
+
+def _combination_problems(settings: Settings, wanted: set[str]) -> list[str]:
+    """Values valid one by one that cannot work together: errors, where
+    :func:`contradictions` are warnings."""
+    out: list[str] = []
+    access = settings.access
+    if "access" in wanted:
+        if bool(access.tls_cert_file) != bool(access.tls_key_file):
+            out.append("invalid value for --tls-cert-file (CALICO_EXPORTER_TLS_CERT_FILE): "
+                       "--tls-cert-file and --tls-key-file go together")
+        if access.tls_client_ca_file and not access.tls_cert_file:
+            out.append("invalid value for --tls-client-ca-file "
+                       "(CALICO_EXPORTER_TLS_CLIENT_CA_FILE): mutual TLS needs "
+                       "--tls-cert-file and --tls-key-file")
+    return out
+
+
+def _read_file(path: str, problems: list[str]) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        problems.append(f"cannot read config file {path}: {exc.strerror}")
+        return {}
+    except yaml.YAMLError as exc:
+        problems.append(f"config file {path} is not valid YAML: {exc}")
+        return {}
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        problems.append(f"config file {path} must be a mapping of setting names to values")
+        return {}
+    known = {o.name for o in options()}
+    for key in sorted(str(k) for k in loaded if k not in known):
+        problems.append(f"config file {path}: unknown setting {key!r}")
+    return {k: v for k, v in loaded.items() if k in known}
 
 
 def load(
@@ -393,54 +543,52 @@ def load(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     config_file: str | None = None,
+    groups: Iterable[str] | None = None,
 ) -> Settings:
-    """Build Settings from defaults, an optional YAML file, the environment and parsed flags.
-
-    ``flags`` maps field names to values given on the command line (absent means not given).
-    """
-    flags = flags or {}
-    environ = environ or {}
-    file_values: dict[str, Any] = {}
-    path = config_file or environ.get(ENV_PREFIX + "CONFIG_FILE", "")
-    if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must be a mapping of setting names to values")
-        known = {o.name for o in options()}
-        unknown = sorted(str(k) for k in loaded if k not in known)
-        if unknown:
-            raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}")
-        file_values = loaded
-
-    groups: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
-    for opt in options():
-        if opt.name in flags and flags[opt.name] is not None:
-            value = _convert(opt, flags[opt.name], "flag")
-        elif opt.env in environ:
-            value = _convert(opt, environ[opt.env], "env")
-        elif opt.name == "node_name" and environ.get("NODE_NAME"):
-            value = environ["NODE_NAME"]
-        elif opt.name in file_values:
-            value = _convert(opt, file_values[opt.name], "file")
-        else:
-            continue
-        groups[opt.group][opt.name] = value
-    settings = Settings(**{g: GROUPS[g](**values) for g, values in groups.items()})
-    _validate(settings)
+    """Like :func:`check`, but a problem raises ConfigError: the one exact message, or, for
+    several, a message listing them all (``problems`` holds each)."""
+    settings, problems = check(flags=flags, environ=environ, config_file=config_file,
+                               groups=groups)
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        lines = "".join(f"\n  {p}" for p in problems)
+        raise ConfigError(f"{len(problems)} invalid settings:{lines}", tuple(problems))
     return settings
 
 
-def describe(settings: Settings) -> dict[str, Any]:
-    """The effective settings as a flat mapping, for ``check-config`` output."""
+def contradictions(settings: Settings, groups: Iterable[str] | None = None) -> list[str]:
+    """Valid values that work against each other, as warnings (checked for ``groups``)."""
+    wanted = set(GROUPS if groups is None else groups)
+    out: list[str] = []
+    watch, bird = settings.watch, settings.bird
+    if "watch" in wanted:
+        if watch.backoff_initial > watch.backoff_max:
+            out.append(f"--backoff-initial ({watch.backoff_initial:g}s) is greater than "
+                       f"--backoff-max ({watch.backoff_max:g}s): every retry waits "
+                       f"{watch.backoff_max:g}s at most")
+        if watch.inactivity_timeout <= 60:
+            out.append(f"--inactivity-timeout ({watch.inactivity_timeout:g}s) is not longer "
+                       "than the 60s between an API server's watch bookmarks: quiet but healthy "
+                       "watches will be restarted")
+    if "bird" in wanted and bird.bird_timeout > bird.bird_interval:
+        out.append(f"--bird-timeout ({bird.bird_timeout:g}s) is longer than --bird-interval "
+                   f"({bird.bird_interval:g}s): a slow BIRD delays every poll")
+    access = settings.access
+    if "access" in wanted and access.authorize_scrapers and not access.tls_cert_file:
+        out.append("--authorize-scrapers without --tls-cert-file: scrapers send their bearer "
+                   "tokens over plain HTTP")
+    return out
+
+
+def describe(settings: Settings, groups: Iterable[str] | None = None) -> dict[str, Any]:
+    """The effective settings of ``groups`` (default: all) as a flat mapping, for
+    ``check-config`` output."""
+    wanted = set(GROUPS if groups is None else groups)
     out: dict[str, Any] = {}
     for opt in options():
+        if opt.group not in wanted:
+            continue
         value = getattr(getattr(settings, opt.group), opt.name)
         out[opt.name] = list(value) if isinstance(value, tuple) else value
     return out
@@ -451,8 +599,12 @@ __all__ = [
     "ConfigError",
     "Option",
     "Settings",
+    "WholeSeconds",
+    "check",
+    "contradictions",
     "describe",
     "load",
     "options",
     "parse_duration",
+    "split_listen",
 ]

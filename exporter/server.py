@@ -34,7 +34,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as om_gener
 from exporter.access.limits import GuardedSite, Listener
 from exporter.access.review import UNPROTECTED, ScraperAuthorizer
 from exporter.access.tls import TlsFiles
-from exporter.config import AccessSettings, ConfigError
+from exporter.config import ENV_PREFIX, AccessSettings, ConfigError, split_listen
 from exporter.model.http import HttpStats
 
 Render = Callable[[CollectorRegistry, bool, str], bytes]
@@ -141,8 +141,16 @@ def fast_format(encoder: object) -> tuple[bool, str] | None:
 
 
 def split_host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
+    """(host, port) of a listen address; host "" means every interface (``:9808``)."""
+    return split_listen(address)
+
+
+def display_address(address: str, port: int) -> str:
+    """``host:port`` a local client can use for the address being served on ``port``."""
+    host, _ = split_listen(address)
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1" if host != "::" else "::1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def load_tls(access: AccessSettings) -> TlsFiles | None:
@@ -163,13 +171,14 @@ def load_tls(access: AccessSettings) -> TlsFiles | None:
 
 @asynccontextmanager
 async def serve(app: web.Application, *, listen: str, listener: Listener | None = None,
-                keepalive_timeout: float = 75.0, option: str = "--listen"
+                keepalive_timeout: float = 75.0, setting: str = "listen"
                 ) -> AsyncIterator[int]:
-    """Serve ``app`` on ``listen`` (host:port, port 0 picks one) and yield the bound port.
+    """Serve ``app`` on ``listen`` (host:port, [IPv6]:port, or :port for every interface; port 0
+    picks one) and yield the bound port.
 
     Connections go through ``listener``'s guard (limit, header timeout, TLS); without one, a
-    plain-HTTP listener with the AccessSettings defaults. ``option`` names the setting in the
-    message when the address cannot be bound."""
+    plain-HTTP listener with the AccessSettings defaults. ``setting`` names the option the
+    address came from, for the error when it cannot be bound."""
     host, port = split_host_port(listen)
     if listener is None:
         defaults = AccessSettings()
@@ -183,15 +192,15 @@ async def serve(app: web.Application, *, listen: str, listener: Listener | None 
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        env = "CALICO_EXPORTER_" + option.removeprefix("--").replace("-", "_").upper()
-        raise ConfigError(f"invalid value for {option} ({env}): cannot listen "
-                          f"on {listen}: {exc.strerror or exc}") from None
+        flag, env = "--" + setting.replace("_", "-"), ENV_PREFIX + setting.upper()
+        raise ConfigError(f"invalid value for {flag} ({env}): cannot listen on {listen}: "
+                          f"{exc.strerror or exc}") from None
     bound = port
     for address in runner.addresses:  # the real port when port 0 was asked for
         bound = int(address[1])
         break
-    log.info("serving", address=f"{host}:{bound}", listener=listener.name,
-             tls=listener.tls is not None)
+    log.info("serving", address=f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}",
+             listener=listener.name, tls=listener.tls is not None)
     try:
         yield bound
     finally:
@@ -199,21 +208,24 @@ async def serve(app: web.Application, *, listen: str, listener: Listener | None 
 
 
 @asynccontextmanager
-async def serve_endpoints(app: web.Application, *, ready: Callable[[], bool], listen: str,
-                          access: AccessSettings, stats: HttpStats) -> AsyncIterator[int]:
+async def serve_guarded(app: web.Application, *, ready: Callable[[], bool], listen: str,
+                        access: AccessSettings, stats: HttpStats, setting: str = "listen",
+                        health: bool = True) -> AsyncIterator[int]:
     """Serve ``app`` on ``listen`` with the access settings (TLS, limits, timeouts) and, when
-    ``access.health_listen`` is set, /healthz and /readyz on that address too; yields the bound
-    port of ``listen``."""
+    ``health`` and ``access.health_listen`` is set, /healthz and /readyz (``ready()``) on that
+    address too; yields the bound port of ``listen``. ``setting`` names the option ``listen``
+    came from."""
     tls = load_tls(access)
     metrics = Listener("metrics", stats, access.header_read_timeout, access.max_connections,
                        tls=None if tls is None else tls.context)
     async with AsyncExitStack() as stack:
         port = await stack.enter_async_context(serve(
-            app, listen=listen, listener=metrics, keepalive_timeout=access.keepalive_timeout))
-        if access.health_listen:
-            health = Listener("health", stats, access.header_read_timeout,
-                              HEALTH_MAX_CONNECTIONS)
+            app, listen=listen, listener=metrics, keepalive_timeout=access.keepalive_timeout,
+            setting=setting))
+        if health and access.health_listen:
+            listener = Listener("health", stats, access.header_read_timeout,
+                                HEALTH_MAX_CONNECTIONS)
             await stack.enter_async_context(serve(
-                make_health_app(ready), listen=access.health_listen, listener=health,
-                keepalive_timeout=access.keepalive_timeout, option="--health-listen"))
+                make_health_app(ready), listen=access.health_listen, listener=listener,
+                keepalive_timeout=access.keepalive_timeout, setting="health_listen"))
         yield port

@@ -118,3 +118,43 @@ async def test_served(tmp_path: Path, accept: str | None, content_type: str, tai
         assert body.count("# EOF") == (1 if tail else 0)
     finally:
         await stop_lab(lab)
+
+
+class Frozen:
+    """The families of other collectors, collected once: every collect() gives the same ones."""
+
+    def __init__(self, *collectors: object) -> None:
+        self._families = [f for c in collectors for f in c.collect()]  # type: ignore[attr-defined]
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+
+
+def test_runtime_families_render_like_prometheus_client() -> None:
+    """The process_* and python_gc_* families prometheus-client collects come out of the fast
+    renderer as prometheus-client renders them, in both formats."""
+    from exporter.metrics.self import runtime_collectors
+
+    frozen = Frozen(*runtime_collectors())
+    names = {f.name for f in frozen.collect()}
+    assert {"process_resident_memory_bytes", "process_cpu_seconds", "process_open_fds",
+            "process_start_time_seconds", "python_gc_collections"} <= names
+    registry = build_registry([frozen, SelfCollector(Telemetry())])
+    assert render(registry, False) == generate_latest(registry)
+    assert render(registry, True) == om_latest(registry)
+
+
+def test_runtime_names_do_not_clash() -> None:
+    """No family the exporter declares has a runtime family's name or prefix, and the runtime
+    families are all distinct, so one registry never holds a name twice."""
+    import importlib
+
+    from exporter.metrics.self import RUNTIME_PREFIXES, runtime_collectors
+    from tools.metrics_doc import MODULES
+
+    ours = [s.name for m in MODULES
+            for s in importlib.import_module(f"exporter.metrics.{m}").SPECS]
+    runtime = [f.name for c in runtime_collectors() for f in c.collect()]
+    assert len(runtime) == len(set(runtime))
+    assert all(n.startswith(RUNTIME_PREFIXES) for n in runtime)
+    assert not [n for n in ours if n.startswith(RUNTIME_PREFIXES)]

@@ -23,16 +23,19 @@ def render() -> str:
         "Generated from `exporter/config.py` by `tools/config_doc.py`; a test keeps it in step.",
         f"Every setting is a flag, an environment variable `{ENV_PREFIX}<NAME>` and a key of the",
         "YAML file given by `--config-file` (keys are the names below). Precedence: flag, then",
-        "environment, then file, then default. Durations accept `500ms`, `30s`, `2m`, `1h` or",
-        "plain seconds. A bad value prints one exact message and exits with code 2; validate a",
-        "setup with `calico-exporter check-config`.",
+        "environment, then file, then default. A command reads only the groups it uses (the",
+        "commands are named in each heading). Durations take Go/Prometheus durations (`500ms`,",
+        "`30s`, `5m`, `1h`, `1m30s`, `1d`) or plain seconds (`90`); zero or a negative value is",
+        "refused where it makes no sense. Listen addresses are `host:port`, `[IPv6]:port` or",
+        "`:port` (every interface). Bad values print one exact message each and exit with code 2;",
+        "validate a setup with `calico-exporter check-config MODE` (cluster, node, probe, demo).",
     ]
     group = ""
     for opt in options():
         if opt.group != group:
             group = opt.group
             commands = ", ".join(f"`{c}`" for c, groups in GROUPS_BY_COMMAND.items()
-                                 if group in groups and c != "check-config")
+                                 if group in groups)
             lines += ["", f"## {group.replace('_', ' ')} ({commands})", "",
                       "| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
         default = ",".join(opt.default) if isinstance(opt.default, tuple) else str(opt.default)

@@ -46,7 +46,25 @@ def render() -> str:
             labels = labels or "-"
             lines.append(f"| `{spec.name}` | {spec.type} | {labels} | {spec.help} |")
         lines.append("")
+    lines += _runtime()
     return "\n".join(lines)
+
+
+def _runtime() -> list[str]:
+    """The process and Python runtime families every mode also serves, as prometheus-client
+    declares them."""
+    from exporter.metrics.self import runtime_collectors
+
+    lines = ["## Process and Python runtime (prometheus-client's collectors, every mode)", "",
+             "| name | type | labels | help |", "| --- | --- | --- | --- |"]
+    for collector in runtime_collectors():
+        for family in collector.collect():
+            name = family.name + ("_total" if family.type == "counter" else "")
+            labels = ", ".join(f"`{k}`" for k in sorted({k for s in family.samples
+                                                          for k in s.labels})) or "-"
+            lines.append(f"| `{name}` | {family.type} | {labels} | {family.documentation} |")
+    lines.append("")
+    return lines
 
 
 def main() -> int:

@@ -146,11 +146,12 @@ SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 """Where Kubernetes mounts a pod's service-account token and the cluster CA."""
 
 
-@asynccontextmanager
-async def connect(settings: KubeSettings, *, environ: Mapping[str, str] | None = None,
-                  service_account: Path = SERVICE_ACCOUNT) -> AsyncIterator[KubeApi]:
-    """A KubeApi for the configured cluster: in-cluster config in a pod (token re-read as it
-    rotates), else the kubeconfig."""
+async def client_configuration(settings: KubeSettings, *,
+                               environ: Mapping[str, str] | None = None,
+                               service_account: Path = SERVICE_ACCOUNT) -> Any:
+    """The kubernetes-asyncio Configuration ``connect`` uses: in-cluster config in a pod (token
+    re-read as it rotates), else the kubeconfig; ConfigError with one exact message when neither
+    is usable. Nothing is sent to the API server."""
     env = os.environ if environ is None else environ
     cfg = k8s_client.Configuration()
     if not settings.kubeconfig and env.get("KUBERNETES_SERVICE_HOST"):
@@ -163,18 +164,26 @@ async def connect(settings: KubeSettings, *, environ: Mapping[str, str] | None =
             loader.load_and_set(cfg)
         except k8s_config.ConfigException as exc:
             raise ConfigError(f"cannot use the in-cluster service account: {exc}") from None
-    else:
-        path = (settings.kubeconfig or env.get("KUBECONFIG", "").split(":")[0]
-                or str(Path.home() / ".kube" / "config"))
-        if not Path(path).is_file():  # noqa: ASYNC240  (once, at start-up)
-            raise ConfigError(f"invalid value for --kubeconfig (CALICO_EXPORTER_KUBECONFIG): "
-                              f"no kubeconfig file at {path}")
-        try:
-            await k8s_config.load_kube_config(
-                config_file=path, context=settings.context or None, client_configuration=cfg
-            )
-        except (k8s_config.ConfigException, ValueError, OSError) as exc:
-            raise ConfigError(f"invalid kubeconfig {path}: {exc}") from None
+        return cfg
+    path = (settings.kubeconfig or env.get("KUBECONFIG", "").split(":")[0]
+            or str(Path.home() / ".kube" / "config"))
+    if not Path(path).is_file():  # noqa: ASYNC240  (once, at start-up)
+        raise ConfigError(f"invalid value for --kubeconfig (CALICO_EXPORTER_KUBECONFIG): "
+                          f"no kubeconfig file at {path}")
+    try:
+        await k8s_config.load_kube_config(
+            config_file=path, context=settings.context or None, client_configuration=cfg
+        )
+    except (k8s_config.ConfigException, ValueError, OSError) as exc:
+        raise ConfigError(f"invalid kubeconfig {path}: {exc}") from None
+    return cfg
+
+
+@asynccontextmanager
+async def connect(settings: KubeSettings, *, environ: Mapping[str, str] | None = None,
+                  service_account: Path = SERVICE_ACCOUNT) -> AsyncIterator[KubeApi]:
+    """A KubeApi for the configured cluster (see :func:`client_configuration`)."""
+    cfg = await client_configuration(settings, environ=environ, service_account=service_account)
     async with k8s_client.ApiClient(cfg) as api_client:
         api_client.user_agent = "calico-exporter"
         yield KubeApi(api_client, timeout=settings.api_timeout)

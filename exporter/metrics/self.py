@@ -1,10 +1,13 @@
-"""The exporter's own health: build info, source up/down, watch and parse counters."""
+"""The exporter's own health: build info, source up/down, watch and parse counters; and the
+process and Python runtime families of prometheus-client (``process_*``, ``python_gc_*``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
 from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.metrics.spec import MetricSpec
@@ -83,3 +86,16 @@ class SelfCollector:
             api = CALICO_API_INFO.gauge()
             api.add_metric(list(self._t.calico_api), 1.0)
             yield api
+
+
+def runtime_collectors() -> list[Collector]:
+    """prometheus-client's collectors of the process (``process_*``: resident and virtual
+    memory, CPU seconds, open and max file descriptors, start time) and of Python's garbage
+    collector (``python_gc_*``), unregistered. The process collector reads /proc/self at scrape
+    time: kernel memory, never a disk or the network, and it swallows its own errors."""
+    # GCCollector insists on registering itself somewhere: a registry nothing ever reads.
+    return [ProcessCollector(registry=None), GCCollector(registry=CollectorRegistry())]
+
+
+RUNTIME_PREFIXES = ("process_", "python_gc_")
+"""Name prefixes of the runtime families; none of our own names (calico_*) starts so."""

@@ -2,8 +2,10 @@
 
 :func:`selector_command` parses EXPR with the exporter's Calico selector engine and returns the
 exit code and the text to print: the canonical form and, given labels, ``match`` or
-``no match``. Exit 0 on a match (or when no labels are given), 1 on no match, 2 when EXPR does
-not parse (the error names the column and a caret points at it) or a label is not ``key=value``.
+``no match``. ``--labels`` with no pairs matches against the empty label set (what a pod without
+labels has). Exit 0 on a match (or when ``--labels`` is not given at all), 1 on no match, 2 when
+EXPR does not parse (the error names the column and a caret points at it) or a label is not
+``key=value``.
 The labels are matched as written: no implicit ``projectcalico.org/*``, ``pcns.*`` or ``pcsa.*``
 labels are added.
 """
@@ -37,13 +39,14 @@ def parse_labels(items: list[str]) -> dict[str, str]:
     return labels
 
 
-def selector_command(expr: str, labels: list[str]) -> tuple[int, str]:
-    """(exit code, text to print) for ``selector EXPR --labels k=v ...``."""
+def selector_command(expr: str, labels: list[str] | None) -> tuple[int, str]:
+    """(exit code, text to print) for ``selector EXPR [--labels k=v ...]``; ``labels`` is None
+    when no ``--labels`` was given."""
     try:
         selector = parse(expr)
     except SelectorError as err:
         return EXIT_ERROR, f"error: {err}\n{_caret(expr, err.offset)}"
-    if not labels:
+    if labels is None:
         return EXIT_MATCH, selector.text
     try:
         label_map = parse_labels(labels)

@@ -1,6 +1,7 @@
 """The probe configuration: its typed model, the YAML loader and validation with exact messages.
 
-File format (every duration accepts ``500ms``, ``30s``, ``2m``, ``1h`` or plain seconds)::
+File format (every duration accepts Go/Prometheus durations such as ``500ms``, ``30s``, ``1m30s``,
+``1h`` or plain seconds; the full reference, generated from :data:`FIELDS`, is docs/probes.md)::
 
     defaults:                 # optional; each key may also be set per probe
       interval: 30s           # time between run starts (at least 100ms)
@@ -61,7 +62,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from exporter.config import ConfigError, parse_duration
+from exporter.config import DURATION_SYNTAX, ConfigError, parse_duration
 from exporter.probes.outcome import (
     DEFAULT_DENY_OUTCOMES,
     DNS_DEFAULT_DENY_OUTCOMES,
@@ -78,17 +79,96 @@ MIN_INTERVAL = 0.1
 MAX_ATTEMPTS = 10
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
-_TOP_KEYS = ("defaults", "probes")
-_DEFAULT_KEYS = ("attempts", "deny_outcomes", "interval", "success", "timeout")
-_COMMON_KEYS = ("name", "protocol", "target", "expect", "source", "allow_link_local",
-                *_DEFAULT_KEYS)
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One key of the probe file, as documented in docs/probes.md (generated from
+    :data:`FIELDS` by ``tools/probes_doc.py``; the parser's key tables derive from it too)."""
+
+    key: str
+    where: Literal["top", "defaults", "probe", "source"]
+    """Top level; ``defaults`` and every probe (``defaults`` keys may be set per probe); probe
+    only; under ``source``."""
+    type: str
+    help: str
+    protocol: ProtocolName | None = None
+    """Set for keys only one protocol takes."""
+    default: str = ""
+    """As written in the file; empty: required (or, for a protocol key, optional with no
+    default)."""
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("defaults", "top", "mapping",
+          "Values of the `defaults` keys below for every probe that does not set its own.",
+          default="built-in defaults"),
+    Field("probes", "top", "list of probes", "The probes; may be empty."),
+    Field("interval", "defaults", "duration",
+          "Time between the starts of two runs, on a fixed grid with a random offset per "
+          "probe; at least 100ms. Slots missed while the concurrency limit held a run back are "
+          "skipped and counted.", default="30s"),
+    Field("timeout", "defaults", "duration",
+          "Time one attempt may take; greater than 0. `attempts` x `timeout` must fit in "
+          "`interval`.", default="5s"),
+    Field("attempts", "defaults", "integer",
+          "Tries per run, 1 to 10; a run stops as soon as its result is decided.", default="1"),
+    Field("success", "defaults", "any, all, majority or a number",
+          "How many attempts must succeed for the run's outcome to be `success` (a number "
+          "from 1 to `attempts`); otherwise the run's outcome is the most frequent failing one.",
+          default="any"),
+    Field("deny_outcomes", "defaults", "list of outcomes",
+          "Outcomes that count as denied for `expect: deny`; replaces the default. `success` "
+          "and `error` cannot be listed.",
+          default="[timeout, refused, unreachable] (DNS: also dns_timeout)"),
+    Field("name", "probe", "string",
+          "Unique name, the `probe` label: at most 63 letters, digits, `-`, `_` or `.`, "
+          "starting and ending with a letter or digit."),
+    Field("protocol", "probe", "http, tcp, dns or icmp", "What the probe does."),
+    Field("target", "probe", "string",
+          "http: an http:// or https:// URL; tcp: host:port or [IPv6]:port; dns: the name to "
+          "look up (absolute: no search list); icmp: a host name or IP address."),
+    Field("expect", "probe", "allow or deny",
+          "The verdict policy should give: `allow` matches a `success` outcome, `deny` one of "
+          "`deny_outcomes`."),
+    Field("source", "probe", "mapping", "Where the probe runs from: `namespace` and `labels`."),
+    Field("namespace", "source", "namespace name",
+          "The agent that runs this probe runs in this namespace (one agent per namespace)."),
+    Field("labels", "source", "mapping of label names to strings",
+          "Labels the agent pod wears so that policies select it as the workload it stands "
+          "for; all probes of a namespace share one agent, so a label has one value per "
+          "namespace. Never copy labels a Service selects on.", default="{}"),
+    Field("allow_link_local", "probe", "boolean",
+          "Let the target (or the DNS `server`) be a link-local address (169.254.0.0/16, "
+          "fe80::/10, IPv4-mapped ones included), a cloud metadata address or a metadata "
+          "service name; without it such a probe is refused, so a probe file cannot make the "
+          "agent read the node's cloud credentials. Only literal addresses and those names are "
+          "checked: keep an egress policy for the agents too.", default="false"),
+    Field("method", "probe", "DELETE, GET, HEAD, OPTIONS, PATCH, POST or PUT",
+          "HTTP method; redirects are not followed.", protocol="http", default="GET"),
+    Field("expect_status", "probe", "list of codes or ranges",
+          "Status codes (`301`) or inclusive ranges (`200-299`) that make the attempt a "
+          "`success`; any other status is `http_status_mismatch`.", protocol="http",
+          default="[200-299]"),
+    Field("ca_file", "probe", "path",
+          "PEM CA bundle to trust for https:// instead of the system store.", protocol="http"),
+    Field("type", "probe", "A, AAAA, CNAME, SRV or TXT", "Record type asked for.",
+          protocol="dns", default="A"),
+    Field("server", "probe", "IP or IP:port ([IPv6]:port)",
+          "DNS server to ask; port 53 when left out.", protocol="dns",
+          default="first nameserver of /etc/resolv.conf"),
+    Field("expect_answers", "probe", "list of strings",
+          "Each must be among the answers (addresses compared as addresses, names "
+          "case-insensitively, TXT exactly); a missing one makes the attempt `dns_nxdomain`.",
+          protocol="dns", default="[]"),
+)
+"""Every key of the probe file: the reference of docs/probes.md and of the parser."""
+
+_TOP_KEYS = tuple(f.key for f in FIELDS if f.where == "top")
+_DEFAULT_KEYS = tuple(sorted(f.key for f in FIELDS if f.where == "defaults"))
+_COMMON_KEYS = tuple(f.key for f in FIELDS if f.where in ("probe", "defaults")
+                     and f.protocol is None)
 _PROTOCOL_KEYS: dict[str, ProtocolName] = {
-    "method": "http",
-    "expect_status": "http",
-    "ca_file": "http",
-    "server": "dns",
-    "type": "dns",
-    "expect_answers": "dns",
+    f.key: f.protocol for f in FIELDS if f.protocol is not None
 }
 _BUILTIN_DEFAULTS: dict[str, Any] = {"interval": 30.0, "timeout": 5.0, "attempts": 1,
                                      "success": "any"}
@@ -376,7 +456,7 @@ def _parse_defaults(raw: object, errors: list[str]) -> dict[str, Any]:
 
 def _duration(where: str, value: object, errors: list[str]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        errors.append(f"{where}: {_q(value)} is not a duration like 30s, 2m or 500ms")
+        errors.append(f"{where}: {_q(value)} is not {DURATION_SYNTAX}")
         return None
     if isinstance(value, int | float):
         seconds = float(value)
@@ -384,7 +464,7 @@ def _duration(where: str, value: object, errors: list[str]) -> float | None:
         try:
             seconds = parse_duration(value)
         except ValueError:
-            errors.append(f"{where}: {_q(value)} is not a duration like 30s, 2m or 500ms")
+            errors.append(f"{where}: {_q(value)} is not {DURATION_SYNTAX}")
             return None
     if where.endswith("interval") and seconds < MIN_INTERVAL:
         errors.append(f"{where}: must be at least {format_duration(MIN_INTERVAL)}")

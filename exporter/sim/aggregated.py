@@ -1,9 +1,10 @@
 """Writes through the ``projectcalico.org/v3`` types that Calico's aggregated API server serves.
 
 Those types (``ResourceType.backing`` set, ``both`` flavour) are mirrors of the
-``crd.projectcalico.org/v1`` buckets (see :mod:`exporter.sim.store`). A write through one is first
-checked as the v3 object it would become (schema, preconditions, resourceVersion: a dry run on the
-mirror, whose resourceVersions are the storage's), then converted to the stored v1 object
+``crd.projectcalico.org/v1`` buckets (see :mod:`exporter.sim.store`). A write through one
+(server-side apply included) is first worked out and checked as the v3 object it would become
+(schema, preconditions, resourceVersion, field ownership: a dry run on the mirror, whose
+resourceVersions are the storage's), then converted to the stored v1 object
 (:func:`exporter.sim.calicoapi.to_v1`) and committed to the backing bucket, which updates the
 mirror. What the client gets back is the mirror's object, as the aggregated server answers with
 the converted stored object.
@@ -83,6 +84,25 @@ class Writer:
                                          field_validation=field_validation)
         return self._write(view, ns, name, obj, warnings, dry_run)
 
+    def apply(self, view: ResourceType, ns: str, name: str, body: Any, *, manager: str,
+              force: bool, dry_run: bool = False,
+              field_validation: str = "Warn") -> tuple[dict[str, Any], list[str], bool]:
+        """Server-side apply through the Calico API server: worked out on the v3 object (field
+        ownership, conflicts, managedFields), then stored as create or update; (object,
+        warnings, created)."""
+        store = self.store
+        obj, warnings, created = store.apply(view, ns, name, body, manager=manager, force=force,
+                                             dry_run=True, field_validation=field_validation)
+        if dry_run:
+            return obj, warnings, created
+        if not created:
+            obj, warnings = self._write(view, ns, name, obj, warnings, dry_run=False)
+            return obj, warnings, False
+        stored = calicoapi.to_v1(obj)
+        stored["metadata"].pop("uid", None)
+        store.create(_backing(view), ns, stored)
+        return _mirrored(store, view, ns if view.namespaced else "", name), warnings, True
+
     def delete(self, view: ResourceType, ns: str, name: str,
                options: dict[str, Any] | None = None, *, dry_run: bool = False) -> dict[str, Any]:
         store = self.store
@@ -98,6 +118,9 @@ class Writer:
         if dry_run:
             return obj, warnings
         store = self.store
+        current = _mirrored(store, view, ns, name)
+        if obj == current:
+            return current, warnings  # a no-op stays one: the stored object is not rewritten
         stored = calicoapi.to_v1(obj)
         stored["metadata"]["name"] = _stored_name(store, view, ns, name)
         stored["metadata"].pop("uid", None)

@@ -2,23 +2,25 @@
 in-process control API, faithful to the semantics of a real v1.32 API server that a
 watch-based client and kubectl rely on.
 
-Served: v1 nodes, pods, namespaces, serviceaccounts; networking.k8s.io/v1 networkpolicies;
-coordination.k8s.io/v1 leases; and Calico's CRDs in one of three flavours (``calico_api``, see
+Served: v1 nodes, pods, namespaces, services, configmaps, serviceaccounts;
+networking.k8s.io/v1 networkpolicies; coordination.k8s.io/v1 leases; apps/v1 deployments and
+daemonsets; rbac.authorization.k8s.io/v1 clusterroles, clusterrolebindings, roles, rolebindings;
+and Calico's CRDs in one of three flavours (``calico_api``, see
 :func:`exporter.sim.resources.calico_types`): ``v1``, every CRD of ``crds/`` (the
 ``crd.projectcalico.org/v1`` ones, none with a status subresource in v3.32.1, so
 ``.../caliconodestatuses/NAME/status`` is 404, and ``policy.networking.k8s.io/v1alpha2``
 clusternetworkpolicies); ``v3``, the non-Calico CRDs of ``crds/`` and the native
 ``projectcalico.org/v3`` CRDs of ``crds-v3/`` (IPPool has a status subresource); ``both``, the
 v1 flavour plus the ``projectcalico.org/v3`` that Calico's aggregated API server serves from it
-(the same objects, converted as Calico converts them, at the storage's resourceVersions; writes
-go through to the v1 objects: :mod:`exporter.sim.aggregated`). Scopes, schemas, subresources and
-printer columns come from the CRD files; ``cns_status_subresource=True`` gives CalicoNodeStatus
-the ``status`` subresource of Calico master; ``without_crds`` leaves some CRDs out of the flavour
-(a Calico before 3.30 has no staged policies) and ``crd_files`` serves exactly the given CRDs
-instead of a flavour. CRDs can be installed (``serve_crds``) and a whole group deleted
-(``drop_group``) while serving, as Calico's v1-to-v3 datastore migration does: the CRD finalizer
-deletes every object (DELETED events), then the group leaves discovery, its requests get 404 and
-its open watches end.
+(the same objects, converted as Calico converts them, at the storage's resourceVersions; writes,
+server-side apply included, go through to the v1 objects: :mod:`exporter.sim.aggregated`).
+Scopes, schemas, subresources and printer columns come from the CRD files;
+``cns_status_subresource=True`` gives CalicoNodeStatus the ``status`` subresource of Calico
+master; ``without_crds`` leaves some CRDs out of the flavour (a Calico before 3.30 has no staged
+policies) and ``crd_files`` serves exactly the given CRDs instead of a flavour. CRDs can be
+installed (``serve_crds``) and a whole group deleted (``drop_group``) while serving, as Calico's
+v1-to-v3 datastore migration does: the CRD finalizer deletes every object (DELETED events), then
+the group leaves discovery, its requests get 404 and its open watches end.
 
 HTTP semantics (each has a contract test in ``tests/sim/test_apiserver_contract.py``):
 
@@ -47,7 +49,8 @@ HTTP semantics (each has a contract test in ``tests/sim/test_apiserver_contract.
   RV; ``resourceVersion``/``resourceVersionMatch`` rules; ``limit``/``continue`` from one snapshot,
   410 for a token older than the compaction point; ``resourceVersion=0`` ignores ``limit`` as the
   watch cache does); replace (RV mandatory for custom resources, 409 on mismatch); patch (merge,
-  JSON, strategic merge for built-ins only; 415 for anything else including server-side apply);
+  JSON, strategic merge for built-ins only, server-side apply: :mod:`exporter.sim.apply`; 415
+  for anything else);
   no-op writes keep the RV and emit no event; generation rules; ``dryRun=All``;
   ``fieldValidation`` (Warn adds ``Warning`` headers, Strict is 400, Ignore); delete (returns the
   object; finalizers set ``deletionTimestamp``; preconditions; propagation policies);
@@ -61,10 +64,12 @@ HTTP semantics (each has a contract test in ``tests/sim/test_apiserver_contract.
   timeout close; ``timeoutSeconds``; ``max_watch_seconds`` caps every watch.
 
 Deliberate simplifications (documented here, not hidden): pods are deleted immediately (no
-kubelet to confirm a graceful deletion); no managedFields and no server-side apply (415);
-built-in kinds have no schema, so only their metadata is pruned and validated (plus the pod
-fields typed clients require: containers with name and image); the ``serviceaccounts/token``
-subresource (TokenRequest) is not served; the in-process API writes spec
+kubelet to confirm a graceful deletion); managedFields are recorded by server-side apply only
+(not for Update operations), and the lists of built-in kinds are atomic to it; built-in kinds
+have no schema, so only their metadata is pruned and validated (plus the pod fields typed
+clients require: containers with name and image), and their spec gets no defaults (a
+Deployment's strategy, a Service's clusterIP); the ``serviceaccounts/token`` subresource
+(TokenRequest) is not served; the in-process API writes spec
 and status together (it stands for etcd-level writes by controllers); ``seed()`` upserts and
 keeps given uids and creationTimestamps. The request log keeps the last ``request_log_limit``
 requests (bodies cut at 64 KiB).
@@ -96,6 +101,7 @@ import yaml
 from aiohttp import web
 
 from exporter.sim import aggregated, errors, rbac, reviews, tables
+from exporter.sim.apply import check_manager
 from exporter.sim.errors import ApiError
 from exporter.sim.openapi import OpenApiDocs
 from exporter.sim.resources import (
@@ -897,10 +903,21 @@ class ApiServer:
             return self._write_response(updated, warnings, 200 if existed else 201)
         if verb == "patch":
             ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip()
-            accepted = [JSON_PATCH, MERGE_PATCH] + ([] if rt.custom else [STRATEGIC_PATCH])
+            accepted = [JSON_PATCH, MERGE_PATCH, *([] if rt.custom else [STRATEGIC_PATCH]),
+                        APPLY_PATCH]
             if ctype not in accepted:
                 raise errors.unsupported_media(accepted)
+            force = parse_bool(query.get("force"), "force") if "force" in query else None
             patch = self._decode(request, body, patch=True)
+            if ctype == APPLY_PATCH:
+                applied, warnings, is_new = writer.apply(
+                    rt, ns, route.name, patch, manager=check_manager(query.get("fieldManager")),
+                    force=bool(force), dry_run=self._dry_run(query),
+                    field_validation=self._field_validation(query))
+                return self._write_response(applied, warnings, 201 if is_new else 200)
+            if force is not None:
+                raise errors.invalid_patch_options(
+                    "force", "Forbidden: may not be specified for non-apply patch")
             patched, warnings = writer.patch(
                 rt, ns, route.name, ctype, patch, subresource=route.subresource or None,
                 dry_run=self._dry_run(query), field_validation=self._field_validation(query))

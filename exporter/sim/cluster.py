@@ -151,6 +151,11 @@ class SimCluster:
             self.api.create({"apiVersion": "v1", "kind": "ServiceAccount",
                              "metadata": {"name": name, "namespace": namespace}})
 
+    def node_changed(self, *nodes: str) -> None:
+        """Something on these nodes changed outside this class (a pod started there): their
+        calico-node reports again."""
+        self._poke(*nodes)
+
     def _poke(self, *nodes: str) -> None:
         for name in nodes or tuple(self._reporters):
             reporter = self._reporters.get(name)
@@ -248,7 +253,11 @@ class SimCluster:
                      "containers": [{"name": "main", "image": "registry.example/app:1"}]},
             "status": {"phase": pod.phase, "hostIP": node.ipv4,
                        "podIP": ips[0] if ips else "",
-                       "podIPs": [{"ip": ip} for ip in ips]},
+                       "podIPs": [{"ip": ip} for ip in ips],
+                       "containerStatuses": [{
+                           "name": "main", "image": "registry.example/app:1", "imageID": "",
+                           "ready": pod.phase == "Running", "restartCount": 0,
+                           "started": pod.phase == "Running"}]},
         })
         self._poke(pod.node)
         return obj

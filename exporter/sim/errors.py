@@ -136,3 +136,15 @@ def invalid_list_options(field: str, value: str, message: str) -> ApiError:
                  "causes": [{"reason": "FieldValueForbidden", "message": message,
                              "field": field}]},
     )
+
+
+def invalid_patch_options(field: str, message: str) -> ApiError:
+    """422 for PatchOptions the server refuses (an apply without fieldManager, ``force`` on
+    another patch type)."""
+    reason = "FieldValueRequired" if message.startswith("Required") else (
+        "FieldValueForbidden" if message.startswith("Forbidden") else "FieldValueInvalid")
+    return ApiError(
+        422, f'PatchOptions.meta.k8s.io "" is invalid: {field}: {message}',
+        details={"group": "meta.k8s.io", "kind": "PatchOptions",
+                 "causes": [{"reason": reason, "message": message, "field": field}]},
+    )

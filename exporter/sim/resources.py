@@ -144,8 +144,9 @@ class ResourceType:
 
 
 def builtin_types() -> list[ResourceType]:
-    """The built-in kinds served: v1 nodes, pods, namespaces, serviceaccounts; NetworkPolicy;
-    Lease."""
+    """The built-in kinds served: v1 nodes, pods, namespaces, services, configmaps,
+    serviceaccounts; NetworkPolicy; Lease; apps/v1 Deployment and DaemonSet; the RBAC kinds.
+    Scopes, short names, categories and status subresources as a v1.32 server has them."""
     pod_fields = dict(_META_FIELDS)
     pod_fields.update(
         {
@@ -197,6 +198,32 @@ def builtin_types() -> list[ResourceType]:
             "coordination.k8s.io", "v1", "leases", "lease", "Lease", "LeaseList", True,
             tracks_generation=False, unconditional_update=True, create_on_update=True,
         ),
+        # What an installation applies (deploy/base): workloads, their Services, config, RBAC.
+        ResourceType(
+            "", "v1", "services", "service", "Service", "ServiceList", True, ("svc",), ("all",),
+            status_subresource=True, tracks_generation=False, unconditional_update=True,
+        ),
+        ResourceType(
+            "", "v1", "configmaps", "configmap", "ConfigMap", "ConfigMapList", True, ("cm",),
+            tracks_generation=False, unconditional_update=True,
+        ),
+        ResourceType(
+            "apps", "v1", "deployments", "deployment", "Deployment", "DeploymentList", True,
+            ("deploy",), ("all",), status_subresource=True, unconditional_update=True,
+        ),
+        ResourceType(
+            "apps", "v1", "daemonsets", "daemonset", "DaemonSet", "DaemonSetList", True,
+            ("ds",), ("all",), status_subresource=True, unconditional_update=True,
+        ),
+        *(ResourceType(
+            "rbac.authorization.k8s.io", "v1", plural, plural[:-1], kind, kind + "List",
+            namespaced, tracks_generation=False, unconditional_update=True,
+        ) for plural, kind, namespaced in (
+            ("clusterroles", "ClusterRole", False),
+            ("clusterrolebindings", "ClusterRoleBinding", False),
+            ("roles", "Role", True),
+            ("rolebindings", "RoleBinding", True),
+        )),
     ]
 
 

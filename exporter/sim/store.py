@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 
 from exporter.sim import calicoapi, errors, schema
+from exporter.sim.apply import apply_configuration
 from exporter.sim.errors import ApiError
 from exporter.sim.jsonpatch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from exporter.sim.resources import Registry, ResourceType
@@ -629,7 +630,9 @@ class Store:
 
     def _apply_update(self, rt: ResourceType, bucket: Bucket, key: Key, old: Entry,
                       obj: dict[str, Any], *, subresource: str | None, dry_run: bool,
-                      field_validation: str, raw_write: bool) -> tuple[dict[str, Any], list[str]]:
+                      field_validation: str, raw_write: bool,
+                      managed_fields: list[Any] | None = None,
+                      ) -> tuple[dict[str, Any], list[str]]:
         old_obj = old.obj
         old_meta = old_obj["metadata"]
         if subresource == "status":
@@ -649,6 +652,8 @@ class Store:
                 meta[field] = old_meta[field]
             else:
                 meta.pop(field, None)
+        if managed_fields is not None:  # server-side apply owns this
+            meta["managedFields"] = managed_fields
         meta["name"] = old_meta["name"]
         if rt.namespaced:
             meta["namespace"] = old_meta["namespace"]
@@ -684,6 +689,46 @@ class Store:
         self._commit(bucket, MODIFIED, key, obj, old)
         self._after_owner_change(rt, key, obj)
         return _loads(bucket.objects[key].raw), warnings
+
+    def apply(self, rt: ResourceType, ns: str, name: str, body: Any, *, manager: str,
+              force: bool, dry_run: bool = False,
+              field_validation: str = "Warn") -> tuple[dict[str, Any], list[str], bool]:
+        """Server-side apply (see :mod:`exporter.sim.apply`): (object, warnings, created)."""
+        obj = self._check_type(rt, clone(body), default_kind=False)
+        meta = obj["metadata"]
+        if meta.get("name") and meta["name"] != name:
+            raise errors.bad_request(
+                f"the name of the object ({meta['name']}) does not match the name on the URL "
+                f"({name})")
+        meta["name"] = name
+        ns = ns if rt.namespaced else ""
+        if rt.namespaced:
+            if meta.get("namespace") and meta["namespace"] != ns:
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on "
+                    "the request")
+            meta["namespace"] = ns
+        else:
+            meta.pop("namespace", None)
+        bucket = self.buckets[rt.key]
+        old = bucket.objects.get((ns, name))
+        if old is None:
+            new = apply_configuration(rt, None, obj, manager=manager, force=force,
+                                      now=now_rfc3339())
+            created, warnings = self.create(rt, ns, new, dry_run=dry_run,
+                                            field_validation=field_validation)
+            return created, warnings, True
+        self._check_preconditions(rt, name, old, meta)
+        new = apply_configuration(rt, _loads(old.raw), obj, manager=manager, force=force,
+                                  now=now_rfc3339())
+        managed = new["metadata"].get("managedFields")
+        before = old.obj["metadata"].get("managedFields")
+        if _timeless(managed) == _timeless(before):
+            managed = before  # the same ownership: keep its times, so a no-op stays a no-op
+        updated, warnings = self._apply_update(
+            rt, bucket, (ns, name), old, new, subresource=None, dry_run=dry_run,
+            field_validation=field_validation, raw_write=False, managed_fields=managed)
+        return updated, warnings, False
 
     @staticmethod
     def _spec_changed(rt: ResourceType, old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -962,6 +1007,14 @@ class Store:
             self._commit(bucket, MODIFIED, key, new, entry)
             return
         self._commit(bucket, DELETED, key, new, entry)
+
+
+def _timeless(entries: Any) -> Any:
+    """managedFields without their ``time``s, to compare ownership."""
+    if not isinstance(entries, list):
+        return entries
+    return [{k: v for k, v in e.items() if k != "time"} if isinstance(e, dict) else e
+            for e in entries]
 
 
 def _builtin_defaults(rt: ResourceType, obj: dict[str, Any]) -> None:

@@ -1,5 +1,5 @@
 """A real exporter HTTP endpoint for the access tests: a registry with one gauge, served by
-``serve_endpoints`` with the given access settings, on loopback."""
+``serve_guarded`` with the given access settings, on loopback."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from exporter.config import AccessSettings
 from exporter.metrics.exposition import render
 from exporter.metrics.http import HttpCollector
 from exporter.model.http import HttpStats
-from exporter.server import make_app, serve_endpoints
+from exporter.server import make_app, serve_guarded
 
 
 def free_port() -> int:
@@ -53,6 +53,6 @@ async def endpoint(access: AccessSettings, *, health: bool = False,
     if health_port is not None:
         access = dataclasses.replace(access, health_listen=f"127.0.0.1:{health_port}")
     app = make_app(registry, ready=lambda: True, render=render, authorizer=authorizer)
-    async with serve_endpoints(app, ready=lambda: True, listen="127.0.0.1:0", access=access,
-                               stats=stats) as port:
+    async with serve_guarded(app, ready=lambda: True, listen="127.0.0.1:0", access=access,
+                             stats=stats) as port:
         yield Endpoint(port, stats, health_port)

@@ -39,16 +39,23 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
      "needs --tls-cert-file and --tls-key-file"),
     ({"CALICO_EXPORTER_HEALTH_LISTEN": "9809"},
      "invalid value for --health-listen (CALICO_EXPORTER_HEALTH_LISTEN): '9809' is not "
-     "host:port"),
+     "host:port, [IPv6]:port or :port"),
     ({"CALICO_EXPORTER_MAX_CONNECTIONS": "0"},
-     "invalid value for --max-connections (CALICO_EXPORTER_MAX_CONNECTIONS): must be positive"),
+     "invalid value for --max-connections (CALICO_EXPORTER_MAX_CONNECTIONS): must be at least 1"),
     ({"CALICO_EXPORTER_HEADER_READ_TIMEOUT": "0s"},
      "invalid value for --header-read-timeout (CALICO_EXPORTER_HEADER_READ_TIMEOUT): must be "
-     "positive"),
+     "greater than 0"),
+    ({"CALICO_EXPORTER_KEEPALIVE_TIMEOUT": "1m30"},
+     "invalid value for --keepalive-timeout (CALICO_EXPORTER_KEEPALIVE_TIMEOUT): '1m30' is not a "
+     "duration like 30s, 1m30s or 500ms"),
+    ({"CALICO_EXPORTER_ACCESS_REVIEW_DENY_TTL": "-30s"},
+     "invalid value for --access-review-deny-ttl (CALICO_EXPORTER_ACCESS_REVIEW_DENY_TTL): must "
+     "not be negative"),
 ])
 def test_bad_access_settings_exit_2(env: dict[str, str], message: str) -> None:
-    """Each inconsistent access setting prints one exact message and exits 2."""
-    result = cli("check-config", env=env)
+    """Each inconsistent access setting stops the node role at start-up with one exact message
+    and exit code 2."""
+    result = cli("node", "--node-name", "n1", env=env)
     assert result.returncode == 2
     assert result.stderr == f"calico-exporter: error: {message}\n"
 

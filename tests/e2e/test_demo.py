@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.e2e.lab import Samples, parse_samples, value
 
@@ -33,18 +35,27 @@ def free_port() -> int:
 class Demo:
     def __init__(self, proc: subprocess.Popen[str], port: int, banner: str) -> None:
         self.proc, self.port, self.banner = proc, port, banner
+        self.kubeconfig = re.search(r"kubeconfig: (\S+)\)", banner).group(1)  # type: ignore[union-attr]
+        self.node_ports = {m.group(2): int(m.group(1)) for m in re.finditer(
+            r"http://127\.0\.0\.1:(\d+)/metrics  \((\S+)\)", banner)}
 
-    def get(self, path: str) -> tuple[int, str]:
+    def get(self, path: str, port: int | None = None) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{port or self.port}{path}"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+            with urllib.request.urlopen(url, timeout=5) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
-    def wait_for(self, predicate: object, *, timeout: float = 30.0) -> Samples:
+    def kubectl(self, *args: str) -> str:
+        return subprocess.run(["kubectl", "--kubeconfig", self.kubeconfig, *args],
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+
+    def wait_for(self, predicate: object, *, timeout: float = 30.0,
+                 port: int | None = None) -> Samples:
         deadline = time.monotonic() + timeout
         while True:
-            status, text = self.get("/metrics")
+            status, text = self.get("/metrics", port)
             samples = parse_samples(text) if status == 200 else {}
             if samples and predicate(samples):  # type: ignore[operator]
                 return samples
@@ -59,6 +70,7 @@ def running_demo(*args: str) -> Iterator[Demo]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALICO_EXPORTER_")}
     env.update(CALICO_EXPORTER_LISTEN=f"127.0.0.1:{port}",
                CALICO_EXPORTER_APISERVER_LISTEN=f"127.0.0.1:{free_port()}",
+               CALICO_EXPORTER_NODE_LISTEN="127.0.0.1:0",
                CALICO_EXPORTER_NODE_STATUS_UPDATE_PERIOD="1",
                CALICO_EXPORTER_LOG_FORMAT="json")
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", *args], env=env,
@@ -86,8 +98,8 @@ def demo() -> Iterator[Demo]:
 
 
 def kubectl_outputs(demo: Demo) -> list[str]:
-    """The output of each kubectl command of the demo's banner."""
-    commands = re.findall(r"^\s+(kubectl --kubeconfig .+)$", demo.banner, re.M)
+    """The output of each kubectl command of the demo's banner that looks at the cluster."""
+    commands = re.findall(r"^\s+(kubectl --kubeconfig \S+ get .+)$", demo.banner, re.M)
     assert len(commands) == 6
     return [subprocess.run(cmd.split(), capture_output=True, text=True, timeout=30,
                            check=True).stdout for cmd in commands]
@@ -119,7 +131,7 @@ def test_write_up_numbers(demo: Demo) -> None:
 
 
 def test_banner_commands_work_with_kubectl(demo: Demo) -> None:
-    """The kubectl commands the demo prints run against the simulated lab."""
+    """The kubectl commands the demo prints to look at the cluster run against it."""
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl not on PATH")
     outputs = kubectl_outputs(demo)
@@ -170,6 +182,39 @@ def test_bad_config_exit_code(tmp_path: Path) -> None:
         "cannot read scenario")
 
 
+def _taken_after_a_free_port() -> socket.socket:
+    """A listening socket on a port whose predecessor is free (so the demo's second node-mode
+    endpoint is the one that fails)."""
+    while True:
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        with socket.socket() as before:
+            try:
+                before.bind(("127.0.0.1", taken.getsockname()[1] - 1))
+            except OSError:
+                taken.close()
+                continue
+        taken.listen()
+        return taken
+
+
+def test_node_listen_in_use_exit_code() -> None:
+    """A node-mode port of the demo already taken stops it with one message naming
+    --node-listen, exit code 2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALICO_EXPORTER_")}
+    with _taken_after_a_free_port() as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{free_port()}",
+             "--apiserver-listen", f"127.0.0.1:{free_port()}", "--node-listen",
+             f"127.0.0.1:{port - 1}"], env=env, capture_output=True, text=True, timeout=60,
+            check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "calico-exporter: error: invalid value for --node-listen (CALICO_EXPORTER_NODE_LISTEN): "
+        f"cannot listen on 127.0.0.1:{port}: ")
+
+
 def test_probe_agent(demo: Demo) -> None:
     """The demo's probe agent reports every probe matched, the expected deny included."""
     got = demo.wait_for(lambda s: len([k for k in s if k[0] == "calico_probe_success"]) == 4)
@@ -179,15 +224,109 @@ def test_probe_agent(demo: Demo) -> None:
                  protocol="tcp", expect="deny", outcome="refused") == 1
 
 
+def test_banner_explains_without_outside_documents(demo: Demo) -> None:
+    """The banner says what runs (the cluster, node mode per node, the probe agent), the
+    flapping session and the leak after the grace period, and refers to nothing outside the
+    repository."""
+    text = demo.banner
+    for needed in ("BGP full mesh", "node mode for each node", "flap", "--leak-grace-period",
+                   "calico_ipam_leaked_addresses", "selects no pod"):
+        assert needed in text, needed
+    assert "write-up" not in text
+    assert "seed" not in text
+    assert set(demo.node_ports) == {MASTER, WORKER0, WORKER1}
+
+
+def test_node_mode_per_node(demo: Demo) -> None:
+    """Each node's node-mode endpoint serves that node's BGP from its simulated BIRD socket:
+    per-peer routes and state-change times, which only node mode has."""
+    for node, port in demo.node_ports.items():
+        got = demo.wait_for(lambda s, n=node: value(  # type: ignore[misc]
+            s, "calico_bird_ready", node=n, ip_version="4") == 1, port=port)
+        peers = {dict(lbl)["peer_ip"] for (n, lbl) in got
+                 if n == "calico_bgp_peer_state_change_timestamp_seconds"}
+        assert len(peers) == 2
+        routes = {(dict(lbl)["peer_ip"], dict(lbl)["direction"]): v for (n, lbl), v in got.items()
+                  if n == "calico_bgp_peer_routes"}
+        assert set(routes) == {(p, d) for p in peers for d in ("imported", "exported")}
+        assert all(v == 1 for v in routes.values()), routes
+        assert {dict(lbl)["node"] for (n, lbl) in got if n.startswith("calico_bgp")} == {node}
+        assert value(got, "calico_exporter_source_up", source="bird") == 1
+
+
+def test_network_sets_and_a_policy_that_selects_nothing(demo: Demo) -> None:
+    """The demo has a NetworkSet, a GlobalNetworkSet and a policy whose selector matches no pod."""
+    got = demo.wait_for(lambda s: value(s, "calico_network_sets", kind="global",
+                                        namespace="") == 1)
+    assert value(got, "calico_network_sets", kind="calico", namespace="default") == 1
+    assert value(got, "calico_network_policy_selected_pods", kind="k8s", namespace="default",
+                 policy="allow-web-to-testpod") == 0
+
+
+def test_process_metrics(demo: Demo) -> None:
+    """The demo serves prometheus-client's process_* and python_gc_* families, main endpoint
+    and node-mode endpoints alike."""
+    for port in [demo.port, *demo.node_ports.values()]:
+        got = demo.wait_for(lambda s: True, port=port)
+        assert (value(got, "process_resident_memory_bytes") or 0) > 0
+        assert value(got, "process_start_time_seconds") is not None
+        assert value(got, "python_gc_collections_total", generation="0") is not None
+
+
+def _ip(demo: Demo, name: str, namespace: str = "default") -> tuple[str, str]:
+    deadline = time.monotonic() + 20
+    while True:
+        pod = yaml.safe_load(demo.kubectl("get", "pod", name, "-n", namespace, "-o", "yaml"))
+        ip = (pod.get("status") or {}).get("podIP")
+        if ip:
+            return ip, pod["spec"]["nodeName"]
+        assert time.monotonic() < deadline, f"pod {name} never got an address"
+        time.sleep(0.2)
+
+
+def test_kubectl_run_gets_an_address(demo: Demo) -> None:
+    """A pod created with kubectl is scheduled, gets an address from the pool and runs; the
+    IPAM numbers and workload endpoints of its node go up by one."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl not on PATH")
+    before = demo.wait_for(lambda s: value(s, "calico_workload_endpoints", node=WORKER0) == 9)
+    demo.kubectl("run", "nc-run", "--image=busybox", "--overrides",
+                 json.dumps({"spec": {"nodeName": WORKER0}}))
+    ip, node = _ip(demo, "nc-run")
+    assert node == WORKER0
+    assert ip.startswith("172.20.188.")  # worker-0's block 172.20.188.64/26
+    got = demo.wait_for(lambda s: value(s, "calico_workload_endpoints", node=WORKER0) == 10)
+    pool = "default-ipv4-ippool"
+    assert value(got, "calico_ipam_node_allocated_addresses", node=WORKER0, pool=pool) == (
+        value(before, "calico_ipam_node_allocated_addresses", node=WORKER0, pool=pool) or 0) + 1
+    assert "1/1     Running" in demo.kubectl("get", "pod", "nc-run")
+
+
+def test_unscheduled_pod_is_scheduled(demo: Demo) -> None:
+    """A pod without nodeName is put on a node by the demo's scheduler and gets an address
+    from that node's block."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl not on PATH")
+    demo.kubectl("run", "web", "--image=nginx")
+    ip, node = _ip(demo, "web")
+    assert node in {MASTER, WORKER0, WORKER1}
+    block = {MASTER: "172.20.85.", WORKER0: "172.20.188.", WORKER1: "172.20.116."}[node]
+    assert ip.startswith(block)
+
+
 @pytest.mark.parametrize(("flavour", "group"), [("v3", "projectcalico.org"),
                                                ("both", "crd.projectcalico.org")])
 def test_calico_api_flavours(flavour: str, group: str) -> None:
     """`demo --calico-api v3|both`: the simulated cluster writes where Calico's data is, the
     exporter discovers that group (v1 when the Calico API server's v3 is also served) and serves
-    the write-up's numbers, and the banner's kubectl commands read that group."""
+    the write-up's numbers, the demo's network sets are there, node mode runs per node from the
+    simulated BIRD sockets, the banner's kubectl commands read that group, and a pod created
+    with kubectl gets an address from the IPAM in that group."""
     with running_demo("--calico-api", flavour, "--flap-interval", "0") as running:
         got = running.wait_for(lambda s: value(s, "calico_bgp_peers", node=MASTER,
-                                               ip_version="4", state="established") == 2)
+                                               ip_version="4", state="established") == 2
+                               and value(s, "calico_network_sets", kind="global",
+                                         namespace="") == 1)
         version = "v3" if group == "projectcalico.org" else "v1"
         assert value(got, "calico_exporter_calico_api_info", group=group, version=version) == 1
         assert value(got, "calico_network_policy_selected_pods", kind="k8s",
@@ -196,18 +335,35 @@ def test_calico_api_flavours(flavour: str, group: str) -> None:
         assert value(got, "calico_network_policy_staged_enforced_pods", kind="staged",
                      namespace="guestbook", policy="default-allow-egress", tier="default",
                      action="Delete") == 5
+        assert value(got, "calico_network_sets", kind="calico", namespace="default") == 1
         assert f"ippools.{group} " in running.banner
         assert f"tiers.{group} " in running.banner
+        assert set(running.node_ports) == {MASTER, WORKER0, WORKER1}
+        for node, port in running.node_ports.items():
+            node_got = running.wait_for(lambda s, n=node: value(  # type: ignore[misc]
+                s, "calico_bird_ready", node=n, ip_version="4") == 1, port=port)
+            assert len([k for k in node_got
+                        if k[0] == "calico_bgp_peer_state_change_timestamp_seconds"]) == 2
         if shutil.which("kubectl") is not None:
             outputs = kubectl_outputs(running)
             assert f"apiVersion: {group}/{version}" in outputs[0]
             assert "numberEstablishedV4: 2" in outputs[1]
             assert "name: kube-baseline" in outputs[3]
             assert "default-allow-egress" in outputs[4]
+            pool = "default-ipv4-ippool"
+            before = value(got, "calico_ipam_node_allocated_addresses", node=WORKER0,
+                           pool=pool) or 0
+            running.kubectl("run", "nc-run", "--image=busybox", "--overrides",
+                            json.dumps({"spec": {"nodeName": WORKER0}}))
+            ip, _ = _ip(running, "nc-run")
+            assert ip.startswith("172.20.188.")  # worker-0's block 172.20.188.64/26
+            running.wait_for(lambda s: value(s, "calico_ipam_node_allocated_addresses",
+                                             node=WORKER0, pool=pool) == before + 1)
 
 
 def test_sigterm_exits_cleanly_within_2s(demo: Demo) -> None:
-    """SIGTERM stops the demo (exporter, agent, emulator) cleanly in under 2 s, exit code 0."""
+    """SIGTERM stops the demo (exporter, agent, emulator) cleanly in under 2 s, exit code 0
+    (the module's last test: it stops the demo the others use)."""
     demo.wait_for(lambda s: True)
     started = time.monotonic()
     demo.proc.send_signal(signal.SIGTERM)

@@ -3,13 +3,11 @@ scrapes the exporter running against the simulated nke-lab and evaluates the bun
 ``for`` shortened); every dashboard panel query, its variables filled with values that exist in
 that Prometheus, returns data from it; every metric name a dashboard or rule uses is live there.
 
-For the dashboards the stack is the whole product, started as users start it:
-``calico-exporter demo`` (the cluster role and a probe agent against nke-lab) and, when the machine
-allows network namespaces, ``calico-exporter node`` reading a real BIRD 1.6 that peers with a
-second BIRD over a veth pair (198.18.0.0/15 only), since two panels show node-mode-only series.
-Conditions a healthy lab never shows are produced, not exempted: an address leaks (a pod deleted
-without its CNI DEL), a policy selects nothing (a label typo), a Calico policy has a selector that
-does not parse (an invalid object), network sets exist, and watches end every 5 s (restarts).
+For the dashboards the stack is the demo exactly as ``make demo`` starts it (only its ports
+moved): the cluster role, a probe agent and node mode for every simulated node (over the
+simulated BIRD control sockets), all against the simulated nke-lab; Prometheus scrapes its main
+endpoint as job ``calico-exporter`` and its node-mode endpoints as ``calico-exporter-node``.
+Nothing is added to it: every panel must show data from what the demo itself runs (issue 15).
 Rate windows ($__rate_interval = 30 s) are polled until they hold enough scrapes to show numbers.
 """
 
@@ -24,7 +22,6 @@ import json
 import math
 import os
 import re
-import secrets
 import signal
 import ssl
 import subprocess
@@ -41,7 +38,6 @@ import pytest
 import yaml
 
 from tests.e2e.lab import start_lab, stop_lab
-from tests.netns import BIRD, netns_unusable
 from tests.ops.helpers import DASHBOARDS, RULES_FILE, alert_rules, metric_names, optional_tool
 from tests.ops.prom import Prometheus, free_port, run_prometheus, shorten_for
 
@@ -50,9 +46,6 @@ WORKER0 = "nke-dev01-89e792-worker-0"
 MASTER_IP, WORKER0_IP = "192.168.102.102", "192.168.102.103"
 JOB = "calico-exporter"
 NODE_JOB = "calico-exporter-node"
-BIRD_IPS = ("198.18.0.2", "198.18.0.3")
-BIRD_BLOCKS = ("198.19.1.0/26", "198.19.2.0/26")
-NODE_MODE_NODE = "netns-node-a"
 BUILTINS = {"__rate_interval": "30s", "__interval": "15s", "__range": "5m",
             "__range_s": "300", "__range_ms": "300000"}
 """Grafana's built-in variables: windows long enough for rate() over 1 s scrapes and for the demo's
@@ -168,43 +161,13 @@ async def _last_evaluation(prom: Prometheus) -> str:
 # The whole stack for the dashboard tests
 
 
-def _bird_config(index: int) -> str:
-    """bird.cfg of node ``index`` as confd writes it for a full mesh, reduced to what BGP state
-    depends on (no kernel protocol: nothing is written to any routing table)."""
-    local, peer = BIRD_IPS[index], BIRD_IPS[1 - index]
-    passive = "\n  passive on;" if peer > local else ""
-    return f"""router id {local};
-filter calico_export_to_bgp_peers {{
-  if ( net ~ 198.19.0.0/16 ) then {{ accept; }}
-  reject;
-}}
-protocol device {{ scan time 2; }}
-protocol direct {{ interface "eth0"; }}
-protocol static {{ route {BIRD_BLOCKS[index]} blackhole; }}
-protocol bgp Mesh_{peer.replace('.', '_')} {{
-  description "Connection to BGP peer";
-  local as 64512;
-  neighbor {peer} as 64512;
-  source address {local};
-  import all;
-  export filter calico_export_to_bgp_peers;
-  connect delay time 1;
-  connect retry time 2;
-  error wait time 1,5;{passive}
-}}
-"""
-
-
 @dataclass
 class Stack:
-    """The demo process, optionally a node-mode exporter over a BIRD pair, and their logs."""
+    """The demo process and its log."""
 
     root: Path
     targets: dict[str, list[str]] = field(default_factory=dict)
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)
-    namespaces: list[str] = field(default_factory=list)
-    node_mode: str | None = None
-    """None when the node-mode exporter runs, else why it does not."""
     apiserver: str = ""
     tls: ssl.SSLContext | None = None
 
@@ -218,16 +181,18 @@ class Stack:
         return proc, log
 
     def start_demo(self) -> None:
+        """`calico-exporter demo` with its settings as `make demo` has them, ports moved."""
         port, api_port = free_port(), free_port()
         env = _clean_env(CALICO_EXPORTER_LISTEN=f"127.0.0.1:{port}",
                          CALICO_EXPORTER_APISERVER_LISTEN=f"127.0.0.1:{api_port}",
-                         CALICO_EXPORTER_NODE_STATUS_UPDATE_PERIOD="1",
-                         CALICO_EXPORTER_FLAP_INTERVAL="0",
-                         CALICO_EXPORTER_WATCH_TIMEOUT="5s",
-                         CALICO_EXPORTER_LEAK_GRACE_PERIOD="1s",
+                         CALICO_EXPORTER_NODE_LISTEN="127.0.0.1:0",
                          CALICO_EXPORTER_LOG_FORMAT="json")
         proc, log = self.spawn("demo", [sys.executable, "-m", "exporter", "demo"], env)
         _wait_http(f"http://127.0.0.1:{port}/readyz", proc, log)
+        nodes = re.findall(r"(?:Node mode|\s)\s+http://(127\.0\.0\.1:\d+)/metrics  \(",
+                           log.read_text())
+        assert len(nodes) == 3, log.read_text()
+        self.targets[NODE_JOB] = nodes
         banner = re.search(r"Kube API\s+(\S+)\s+\(an emulator; kubeconfig: (\S+)\)",
                            log.read_text())
         assert banner, log.read_text()
@@ -248,83 +213,17 @@ class Stack:
         with urllib.request.urlopen(req, timeout=10, context=self.tls) as resp:
             return int(resp.status)
 
-    def produce_conditions(self) -> None:
-        """What a healthy lab never shows, made to happen through the Kubernetes API."""
-        # A pod deleted without its CNI DEL: its address stays allocated (leaked after 1 s).
-        assert self.kube("DELETE", "/api/v1/namespaces/default/pods/testpod") == 200
-        # A policy whose label typo selects nothing.
-        assert self.kube("POST", "/apis/networking.k8s.io/v1/namespaces/testns/networkpolicies", {
-            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": "typo", "namespace": "testns"},
-            "spec": {"podSelector": {"matchLabels": {"run": "tsetpod"}},
-                     "policyTypes": ["Ingress"]}}) == 201
-        # A Calico policy whose selector does not parse: an invalid object for the exporter.
-        calico = "/apis/crd.projectcalico.org/v1"
-        assert self.kube("POST", f"{calico}/namespaces/guestbook/networkpolicies", {
-            "apiVersion": "crd.projectcalico.org/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": "broken-selector", "namespace": "guestbook"},
-            "spec": {"selector": "tier == ", "types": ["Ingress"]}}) == 201
-        assert self.kube("POST", f"{calico}/namespaces/guestbook/networksets", {
-            "apiVersion": "crd.projectcalico.org/v1", "kind": "NetworkSet",
-            "metadata": {"name": "partners", "namespace": "guestbook"},
-            "spec": {"nets": ["198.18.100.0/24"]}}) == 201
-        assert self.kube("POST", f"{calico}/globalnetworksets", {
-            "apiVersion": "crd.projectcalico.org/v1", "kind": "GlobalNetworkSet",
-            "metadata": {"name": "blocklist"}, "spec": {"nets": ["198.18.200.0/24"]}}) == 201
-
-    def start_node_mode(self) -> None:
-        """Two BIRDs meshed over a veth pair in two namespaces; node mode reads the first."""
-        self.node_mode = netns_unusable(bird=True)
-        if self.node_mode is not None:
-            return
-        token = secrets.token_hex(3)
-        ns = [f"ceb{token}a", f"ceb{token}b"]
-
-        def ip(*args: str) -> None:
-            subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-        for name in ns:
-            ip("netns", "add", name)
-            self.namespaces.append(name)
-            ip("-n", name, "link", "set", "lo", "up")
-        ip("-n", ns[0], "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
-           "netns", ns[1])
-        for i, name in enumerate(ns):
-            ip("-n", name, "addr", "add", f"{BIRD_IPS[i]}/24", "dev", "eth0")
-            ip("-n", name, "link", "set", "eth0", "up")
-            cfg = self.root / f"bird{i}.cfg"
-            cfg.write_text(_bird_config(i))
-            self.spawn(f"bird{i}", ["ip", "netns", "exec", name, BIRD, "-f", "-c", str(cfg),
-                                    "-s", str(self.root / f"bird{i}.ctl"),
-                                    "-P", str(self.root / f"bird{i}.pid")])
-        port = free_port()
-        env = _clean_env(CALICO_EXPORTER_LISTEN=f"127.0.0.1:{port}",
-                         CALICO_EXPORTER_NODE_NAME=NODE_MODE_NODE,
-                         CALICO_EXPORTER_BIRD_SOCKET=str(self.root / "bird0.ctl"),
-                         CALICO_EXPORTER_BIRD6_SOCKET=str(self.root / "no-bird6.ctl"),
-                         CALICO_EXPORTER_BIRD_INTERVAL="1",
-                         CALICO_EXPORTER_LOG_FORMAT="json")
-        proc, log = self.spawn("node", [sys.executable, "-m", "exporter", "node"], env)
-        _wait_http(f"http://127.0.0.1:{port}/metrics", proc, log)
-        self.targets[NODE_JOB] = [f"127.0.0.1:{port}"]
-
     def close(self) -> None:
         for proc in reversed(self.procs):
             _stop(proc)
-        for name in reversed(self.namespaces):
-            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True,
-                           timeout=30)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The demo (flapper off, 1 s status period, 5 s watches, 1 s leak grace) with the
-    conditions produced, and node mode over a real BIRD pair when network namespaces work."""
+    """The demo as `make demo` runs it, its main and node-mode endpoints as targets."""
     running = Stack(tmp_path_factory.mktemp("stack"))
     try:
-        running.start_node_mode()
         running.start_demo()
-        running.produce_conditions()
         yield running
     finally:
         running.close()
@@ -429,7 +328,8 @@ async def _failing(prom: Prometheus, pending: list[Query]) -> list[Query]:
 
 NODE_MODE_ONLY = frozenset({"calico_bgp_peer_routes",
                             "calico_bgp_peer_state_change_timestamp_seconds"})
-"""Series only node mode (BIRD's own output) has: CalicoNodeStatus carries neither."""
+"""Series only node mode (BIRD's own output) has: CalicoNodeStatus carries neither; the demo
+serves them from its node-mode endpoints."""
 
 
 def _any(text: str) -> str:
@@ -445,8 +345,7 @@ async def test_every_panel_query_returns_data(stack: Stack, tmp_path: Path) -> N
     queries = [q for d in DASHBOARD_BY_TITLE.values() for q in _queries(d)]
     assert len(DASHBOARD_BY_TITLE) == 5
     assert len(queries) > 40
-    if stack.node_mode is not None:
-        queries = [q for q in queries if not metric_names(_any(q.expr)) & NODE_MODE_ONLY]
+    assert {n for q in queries for n in metric_names(_any(q.expr))} >= NODE_MODE_ONLY
     async with run_prometheus(tmp_path / "prometheus", targets=stack.targets) as prom:
         pending = queries
         deadline = time.monotonic() + 90
@@ -456,8 +355,6 @@ async def test_every_panel_query_returns_data(stack: Stack, tmp_path: Path) -> N
                 break
             await asyncio.sleep(1.0)
         assert not pending, "panel queries without data:\n" + "\n".join(map(str, pending))
-    if stack.node_mode is not None:
-        pytest.skip(f"node-mode panels not checked: {stack.node_mode}")
 
 
 def _used_metric_names() -> dict[str, str]:
@@ -485,8 +382,7 @@ async def test_every_used_metric_name_is_live(stack: Stack, tmp_path: Path) -> N
     optional_tool("prometheus")
     used = _used_metric_names()
     assert {"calico_bgp_peer_up", "calico_probe_latency_seconds_bucket", "up"} <= set(used)
-    if stack.node_mode is not None:
-        used = {n: where for n, where in used.items() if n not in NODE_MODE_ONLY}
+    assert set(used) >= NODE_MODE_ONLY
     pattern = "|".join(sorted(used))
     async with run_prometheus(tmp_path / "prometheus", targets=stack.targets) as prom:
         async def missing() -> dict[str, str]:
@@ -501,8 +397,6 @@ async def test_every_used_metric_name_is_live(stack: Stack, tmp_path: Path) -> N
                 break
             await asyncio.sleep(1.0)
         assert not absent, f"used but never exported: {absent}"
-    if stack.node_mode is not None:
-        pytest.skip(f"node-mode metrics not checked: {stack.node_mode}")
 
 
 @pytest.mark.slow

@@ -1,11 +1,17 @@
-"""The deploy manifests: the kustomize base and the Helm chart build, validate strictly against the
-Kubernetes 1.30 schemas, render the same objects, grant exactly the RBAC the exporter needs, lock
-every container down, and run one probe agent per source namespace of the probe config."""
+"""The deploy manifests: the kustomize base (what every cluster needs, in one namespace), the lab
+overlay (the base plus the lab's probe agents) and the Helm chart build, validate strictly against
+the Kubernetes 1.30 schemas, render the same objects, grant exactly the RBAC the exporter needs,
+lock every container down, take the image from one place, run one probe agent per source
+namespace of a probe config, and are accepted by the API emulator through
+`kubectl apply --server-side`."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
+import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +21,7 @@ import pytest
 import yaml
 
 from exporter.config import load as load_settings
+from exporter.config import options
 from exporter.probes.config import agents, load_probe_config, validate_probe_config
 from tests.ops.helpers import (
     CHART,
@@ -26,7 +33,8 @@ from tests.ops.helpers import (
 )
 
 BASE = ROOT / "deploy" / "base"
-PROBES = ROOT / "deploy" / "probes.yaml"
+LAB = ROOT / "deploy" / "examples" / "lab"
+PROBES = LAB / "probes.yaml"
 RENDER = ROOT / "deploy" / "render_probe_agents.py"
 PORT = 9808
 EXPECTED_RBAC = {
@@ -113,26 +121,43 @@ def _probe_values() -> dict[str, Any]:
     return {"probes": {"config": yaml.safe_load(PROBES.read_text())}}
 
 
-@pytest.fixture(scope="module")
-def kustomized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Objects]:
-    result = run(required_tool("kubectl"), "kustomize", str(BASE))
+def _kustomize(directory: Path, out: Path) -> tuple[Path, Objects]:
+    result = run(required_tool("kubectl"), "kustomize", str(directory))
     assert result.returncode == 0, result.stderr
-    out = tmp_path_factory.mktemp("kustomize") / "base.yaml"
     out.write_text(result.stdout)
     return out, _docs(result.stdout)
 
 
 @pytest.fixture(scope="module")
+def kustomized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Objects]:
+    """`kubectl kustomize deploy/base`: the generic install."""
+    return _kustomize(BASE, tmp_path_factory.mktemp("kustomize") / "base.yaml")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Objects]:
+    """`kubectl kustomize deploy/examples/lab`: the base plus the lab's probe agents."""
+    return _kustomize(LAB, tmp_path_factory.mktemp("kustomize") / "lab.yaml")
+
+
+@pytest.fixture(scope="module")
+def helm_default(tmp_path_factory: pytest.TempPathFactory,
+                 helm_env: dict[str, str]) -> tuple[Path, Objects]:
+    """The chart with its default values (no probe agents)."""
+    return _helm(helm_env, tmp_path_factory.mktemp("helm-default"))
+
+
+@pytest.fixture(scope="module")
 def helm_probes(tmp_path_factory: pytest.TempPathFactory,
                 helm_env: dict[str, str]) -> tuple[Path, Objects]:
-    """The chart rendered with deploy/probes.yaml as its probe config (what the base holds)."""
+    """The chart rendered with the lab's probes.yaml as its probe config (the lab overlay)."""
     return _helm(helm_env, tmp_path_factory.mktemp("helm-probes"), _probe_values())
 
 
 @pytest.fixture(params=["kustomize", "helm"])
 def rendered(request: pytest.FixtureRequest) -> Objects:
-    """The objects of the kustomize base, then of the Helm chart with the same probe config."""
-    name = "kustomized" if request.param == "kustomize" else "helm_probes"
+    """The objects of the lab overlay, then of the Helm chart with the same probe config."""
+    name = "lab" if request.param == "kustomize" else "helm_probes"
     objects: Objects = request.getfixturevalue(name)[1]
     return objects
 
@@ -158,17 +183,55 @@ def _component(workload: dict[str, Any]) -> str:
 # Building and validating
 
 
-def test_kustomize_base_builds_and_validates_strictly(kustomized: tuple[Path, Objects]) -> None:
-    """kubectl kustomize builds the base and kubernetes-validate --strict -k 1.30 accepts it."""
-    path, objects = kustomized
+@pytest.mark.parametrize("which", ["kustomized", "lab"])
+def test_kustomize_builds_and_validates_strictly(which: str,
+                                                 request: pytest.FixtureRequest) -> None:
+    """kubectl kustomize builds the base and the lab overlay, and kubernetes-validate --strict
+    -k 1.30 accepts them."""
+    path, objects = request.getfixturevalue(which)
     assert objects
     _validate(path)
 
 
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding",
+                  "CustomResourceDefinition"}
+
+
+def test_base_contains_nothing_outside_its_namespace(kustomized: tuple[Path, Objects]) -> None:
+    """Every namespaced object of `kubectl kustomize deploy/base` is in namespace
+    calico-exporter; the others are cluster-scoped (the Namespace itself and the RBAC of the
+    cluster exporter): the base touches no namespace of the cluster's workloads."""
+    objects = kustomized[1]
+    outside = [(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace"))
+               for o in objects if o["kind"] not in CLUSTER_SCOPED
+               and o["metadata"].get("namespace") != "calico-exporter"]
+    assert outside == []
+    assert {o["kind"] for o in objects if o["kind"] in CLUSTER_SCOPED} == {
+        "Namespace", "ClusterRole", "ClusterRoleBinding"}
+    assert not [o for o in objects if o["kind"] in CLUSTER_SCOPED
+                and "namespace" in o["metadata"]]
+    assert not [o for o in objects if _component_of(o) == "probe"]
+
+
+def _component_of(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"].get("labels", {}).get("app.kubernetes.io/component", ""))
+
+
+def test_namespace_admits_node_mode(kustomized: tuple[Path, Objects]) -> None:
+    """The namespace carries the Pod Security labels node mode needs: its hostPath volume is
+    admitted only at the privileged level; the rest is audited against restricted."""
+    (namespace,) = _find(kustomized[1], "Namespace")
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
+    (ds,) = _find(kustomized[1], "DaemonSet")
+    assert any("hostPath" in v for v in ds["spec"]["template"]["spec"]["volumes"])
+
+
 def test_base_has_one_object_per_file() -> None:
-    """Every YAML file of the base (and of its probe-agents directory) holds exactly one object,
-    and the kustomizations list every one of them."""
-    for directory in (BASE, BASE / "probe-agents"):
+    """Every YAML file of the base (and of the lab's probe-agents directory) holds exactly one
+    object, and the kustomizations list every one of them."""
+    for directory in (BASE, LAB / "probe-agents"):
         listed = yaml.safe_load((directory / "kustomization.yaml").read_text())["resources"]
         files = sorted(p.name for p in directory.glob("*.yaml") if p.name != "kustomization.yaml")
         assert sorted(f for f in listed if f.endswith(".yaml")) == files
@@ -234,17 +297,22 @@ def _normalized(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def test_helm_chart_renders_what_the_kustomize_base_holds(
-        kustomized: tuple[Path, Objects], helm_probes: tuple[Path, Objects]) -> None:
-    """With the base's probe config, the chart renders the same objects as the base (but the
-    Namespace, which Helm leaves to --create-namespace), field for field."""
+@pytest.mark.parametrize(("kustomize", "helm"), [("kustomized", "helm_default"),
+                                                  ("lab", "helm_probes")],
+                         ids=["base-and-defaults", "lab-and-lab-probes"])
+def test_helm_chart_renders_what_kustomize_holds(kustomize: str, helm: str,
+                                                 request: pytest.FixtureRequest) -> None:
+    """With its default values the chart renders the same objects as the base, and with the
+    lab's probe config the same as the lab overlay (but the Namespace, which Helm leaves to
+    --create-namespace), field for field."""
     def index(objects: Objects) -> dict[tuple[str, str, str], dict[str, Any]]:
         return {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]):
                 _normalized(o) for o in objects if o["kind"] != "Namespace"}
-    base, chart = index(kustomized[1]), index(helm_probes[1])
+    base = index(request.getfixturevalue(kustomize)[1])
+    chart = index(request.getfixturevalue(helm)[1])
     assert sorted(base) == sorted(chart)
     for key, obj in base.items():
-        assert chart[key] == obj, f"{key} differs between deploy/base and the Helm chart"
+        assert chart[key] == obj, f"{key} differs between {kustomize} and the Helm chart"
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,6 +442,27 @@ def test_config_map_is_a_valid_exporter_config(rendered: Objects, tmp_path: Path
     settings = load_settings(config_file=str(path))
     assert settings.server.listen == f"0.0.0.0:{PORT}"
     assert settings.log.log_format == "json"
+    assert settings.node_status.node_status_update_period == 30
+
+
+DURATIONS = {"node_status_update_period": ("1m30s", 90), "leak_grace_period": ("1h", 3600.0),
+             "bird_interval": ("500ms", 0.5), "api_timeout": ("15", 15.0),
+             "backoff_max": ("2m", 120.0), "watch_timeout": ("5m", 300.0),
+             "header_read_timeout": ("1m30s", 90.0), "access_review_allow_ttl": ("10m", 600.0)}
+
+
+def test_helm_values_take_durations(helm_env: dict[str, str], tmp_path: Path) -> None:
+    """Helm `config` values take every duration form (Go/Prometheus strings, plain seconds):
+    the rendered config.yaml loads with the exporter's loader to those values."""
+    values = {"config": {k: v for k, (v, _) in DURATIONS.items()}}
+    _, objects = _helm(helm_env, tmp_path, values)
+    (cm,) = _find(objects, "ConfigMap", "calico-exporter-config")
+    path = tmp_path / "config.yaml"
+    path.write_text(cm["data"]["config.yaml"])
+    settings = load_settings(config_file=str(path))
+    for name, (_, want) in DURATIONS.items():
+        group = next(o.group for o in options() if o.name == name)
+        assert getattr(getattr(settings, group), name) == want, name
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,7 +470,7 @@ def test_config_map_is_a_valid_exporter_config(rendered: Objects, tmp_path: Path
 
 
 def test_one_probe_agent_per_source_namespace(rendered: Objects, tmp_path: Path) -> None:
-    """Each source namespace of deploy/probes.yaml gets one agent wearing the labels its probes
+    """Each source namespace of the lab's probes.yaml gets one agent wearing the labels its probes
     name, with a ConfigMap holding exactly that namespace's probes, valid for the agent."""
     config = load_probe_config(str(PROBES))
     expected = {a.namespace: dict(a.labels) for a in agents(config)}
@@ -407,8 +496,8 @@ def test_one_probe_agent_per_source_namespace(rendered: Objects, tmp_path: Path)
 
 
 def test_probe_agent_manifests_are_current() -> None:
-    """render_probe_agents.py --check finds deploy/base/probe-agents rendered from
-    deploy/probes.yaml."""
+    """render_probe_agents.py --check finds deploy/examples/lab/probe-agents rendered from
+    deploy/examples/lab/probes.yaml."""
     result = run(sys.executable, str(RENDER), "--check")
     assert result.returncode == 0, result.stderr
 
@@ -520,3 +609,135 @@ def test_prometheus_rule_carries_the_rules_file(rendered: Objects) -> None:
     plain = yaml.safe_load((ROOT / "deploy" / "prometheus" / "calico-exporter.rules.yaml")
                            .read_text())
     assert rule["spec"] == plain
+
+
+# --------------------------------------------------------------------------------------------
+# The image, from one place
+
+
+MY_IMAGE = ("registry.example.com/platform/calico-exporter", "0.1.0-rc1")
+
+
+def _readme_overlay() -> dict[str, Any]:
+    """The kustomization deploy/README.md tells you to write (its heredoc, as written)."""
+    text = (ROOT / "deploy" / "README.md").read_text()
+    m = re.search(r"cat > my-install/kustomization.yaml <<'EOF'\n(.*?)\nEOF\n", text, re.S)
+    assert m, "deploy/README.md no longer shows the overlay"
+    overlay: dict[str, Any] = yaml.safe_load(m.group(1))
+    return overlay
+
+
+def test_install_overlay_of_the_readme(tmp_path: Path) -> None:
+    """The overlay deploy/README.md shows, written next to deploy/ as it says, builds into the
+    base with every container on your registry's image; with the rendered probe agents added
+    (as its section 4 says), those take the same image."""
+    (tmp_path / "deploy").symlink_to(ROOT / "deploy")
+    overlay = tmp_path / "my-install"
+    overlay.mkdir()
+    config = _readme_overlay()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(config))
+    _, objects = _kustomize(overlay, tmp_path / "out.yaml")
+    (image,) = config["images"]
+    want = f"{image['newName']}:{image['newTag']}"
+    assert {c["image"] for _, pod in _pod_specs(objects) for c in pod["containers"]} == {want}
+    code, stderr, _ = _render(tmp_path, yaml.safe_load(PROBES.read_text()))
+    assert code == 0, stderr
+    (tmp_path / "agents").rename(overlay / "probe-agents")
+    config["resources"].append("probe-agents")
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(config))
+    _, objects = _kustomize(overlay, tmp_path / "out.yaml")
+    assert {c["image"] for _, pod in _pod_specs(objects) for c in pod["containers"]} == {want}
+    assert {_component(w) for w, _ in _pod_specs(objects)} == {"cluster", "node", "probe"}
+
+
+def test_image_from_one_place_helm(helm_env: dict[str, str], tmp_path: Path) -> None:
+    """Helm `image.repository` and `image.tag` set the image of every container."""
+    values = {**_probe_values(), "image": {"repository": MY_IMAGE[0], "tag": MY_IMAGE[1]}}
+    _, objects = _helm(helm_env, tmp_path, values)
+    images = {c["image"] for _, pod in _pod_specs(objects) for c in pod["containers"]}
+    assert images == {":".join(MY_IMAGE)}
+
+
+def test_the_base_image_is_the_package_version(kustomized: tuple[Path, Objects]) -> None:
+    """Without an override the manifests run the image of this version of the package."""
+    from exporter import __version__
+
+    images = {c["image"] for _, pod in _pod_specs(kustomized[1]) for c in pod["containers"]}
+    assert images == {f"ghcr.io/calico-exporter/calico-exporter:{__version__}"}
+
+
+# --------------------------------------------------------------------------------------------
+# Applied to an API server
+
+
+MONITORING_CRDS = ROOT / "tests" / "data" / "crds"
+
+
+def _contains(stored: Any, wanted: Any) -> bool:
+    """``wanted`` is in ``stored``: every key of a mapping (recursively), lists item by item."""
+    if isinstance(wanted, dict):
+        return isinstance(stored, dict) and all(
+            k in stored and _contains(stored[k], v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return (isinstance(stored, list) and len(stored) == len(wanted)
+                and all(_contains(a, b) for a, b in zip(stored, wanted, strict=True)))
+    return bool(stored == wanted)
+
+
+async def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run, [required_tool("kubectl"), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.timeout(180)
+async def test_base_applies_server_side(tmp_path: Path, kustomized: tuple[Path, Objects],
+                                        lab: tuple[Path, Objects]) -> None:
+    """`kubectl apply --server-side -k deploy/base` against the API emulator (Calico's and
+    prometheus-operator's CRDs installed, none of the lab's namespaces present) accepts every
+    object, and each is stored as rendered; applying again changes nothing. The lab overlay is
+    accepted once its namespaces exist."""
+    from exporter.sim.apiserver import ApiServer
+    from exporter.sim.resources import CRD_DIR
+
+    server = ApiServer(tls=True, crd_files=[*CRD_DIR.glob("*.yaml"),
+                                            *MONITORING_CRDS.glob("*.yaml")])
+    await server.start()
+    try:
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        result = await _kubectl(kubeconfig, "apply", "--server-side", "-k", str(BASE))
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        objects = kustomized[1]
+        assert len(lines) == len(objects)
+        assert all(line.endswith(" serverside-applied") for line in lines), lines
+        versions = {}
+        for obj in objects:
+            meta = obj["metadata"]
+            rt = server.registry.by_kind(obj["apiVersion"], obj["kind"])
+            assert rt is not None, obj["kind"]
+            stored = server.get(rt.qualified, meta["name"], meta.get("namespace"))
+            # Stored as rendered, plus what the server adds (schema defaults such as a
+            # relabeling's action: replace, a Namespace's kubernetes.io/metadata.name label).
+            assert _contains(stored, obj), (obj["kind"], meta["name"])
+            (entry,) = stored["metadata"]["managedFields"]
+            assert (entry["manager"], entry["operation"]) == ("kubectl", "Apply")
+            versions[(obj["kind"], meta["name"])] = stored["metadata"]["resourceVersion"]
+        again = await _kubectl(kubeconfig, "apply", "--server-side", "-k", str(BASE))
+        assert again.returncode == 0, again.stderr
+        for obj in objects:
+            meta = obj["metadata"]
+            rt = server.registry.by_kind(obj["apiVersion"], obj["kind"])
+            assert rt is not None
+            stored = server.get(rt.qualified, meta["name"], meta.get("namespace"))
+            assert stored["metadata"]["resourceVersion"] == versions[(obj["kind"], meta["name"])]
+        missing = await _kubectl(kubeconfig, "apply", "--server-side", "-k", str(LAB))
+        assert missing.returncode != 0
+        assert 'namespaces "guestbook" not found' in missing.stderr
+        for name in ("guestbook", "testns"):
+            server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        result = await _kubectl(kubeconfig, "apply", "--server-side", "-k", str(LAB))
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.splitlines()) == len(lab[1])
+    finally:
+        await server.stop()

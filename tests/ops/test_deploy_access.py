@@ -6,6 +6,7 @@ configuration it accepts."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,19 @@ import yaml
 from exporter.config import load as load_settings
 from tests.ops.helpers import ROOT, required_tool, run
 from tests.ops.test_deploy import (
+    BASE,
+    CLUSTER_SCOPED,
+    MONITORING_CRDS,
     Objects,
+    _contains,
     _docs,
     _find,
     _helm,
+    _kubectl,
+    _kustomize,
     _normalized,
     _pod_specs,
+    _readme_overlay,
     _validate,
     helm_env,  # noqa: F401  (a fixture)
 )
@@ -183,3 +191,79 @@ def test_helm_tls_needs_a_secret_name(helm_env: dict[str, str], tmp_path: Path) 
                  str(tmp_path / "values.yaml"), env=helm_env)
     assert result.returncode != 0
     assert "tls.secretName is required with tls.enabled" in result.stderr
+
+
+def test_secured_overlay_stays_within_the_generic_base(secured: tuple[Path, Objects],
+                                                       tmp_path: Path) -> None:
+    """The overlay adds to the generic base only the components' RBAC and NetworkPolicy: no
+    probe agent, nothing namespaced outside calico-exporter. The install deploy/README.md shows,
+    with its resource switched to the overlay as its section 3 says, runs every container on
+    your image."""
+    objects = secured[1]
+    outside = [(o["kind"], o["metadata"]["name"]) for o in objects
+               if o["kind"] not in CLUSTER_SCOPED
+               and o["metadata"].get("namespace") != "calico-exporter"]
+    assert outside == []
+    assert not [w for w, _ in _pod_specs(objects)
+                if w["spec"]["template"]["metadata"]["labels"].get(
+                    "app.kubernetes.io/component") == "probe"]
+    (tmp_path / "deploy").symlink_to(ROOT / "deploy")
+    overlay = tmp_path / "my-install"
+    overlay.mkdir()
+    config = _readme_overlay()
+    config["resources"] = ["../deploy/overlays/secured" if r == "../deploy/base" else r
+                           for r in config["resources"]]
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(config))
+    _, mine = _kustomize(overlay, tmp_path / "out.yaml")
+    (image,) = config["images"]
+    assert {c["image"] for _, pod in _pod_specs(mine) for c in pod["containers"]} == {
+        f"{image['newName']}:{image['newTag']}"}
+    assert _find(mine, "NetworkPolicy", "calico-exporter")
+    assert _find(mine, "ClusterRole", "calico-exporter-auth")
+
+
+async def _apply(kubeconfig: Path, directory: Path) -> subprocess.CompletedProcess[str]:
+    return await _kubectl(kubeconfig, "apply", "--server-side", "-k", str(directory))
+
+
+@pytest.mark.timeout(180)
+async def test_secured_overlay_applies_server_side_over_the_base(
+        secured: tuple[Path, Objects], tmp_path: Path) -> None:
+    """`kubectl apply --server-side -k deploy/overlays/secured` against the API emulator, over an
+    installed deploy/base (the upgrade path) and again: every object is accepted and stored as
+    rendered (the exporters run with --authorize-scrapers, the ServiceMonitors send a token),
+    and applying it once more changes nothing."""
+    from exporter.sim.apiserver import ApiServer
+    from exporter.sim.resources import CRD_DIR
+
+    server = ApiServer(tls=True, crd_files=[*CRD_DIR.glob("*.yaml"),
+                                            *MONITORING_CRDS.glob("*.yaml")])
+    await server.start()
+    try:
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        base = await _apply(kubeconfig, BASE)
+        assert base.returncode == 0, base.stderr
+        result = await _apply(kubeconfig, SECURED)
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.splitlines()) == len(secured[1])
+        versions = {}
+        for obj in secured[1]:
+            meta = obj["metadata"]
+            rt = server.registry.by_kind(obj["apiVersion"], obj["kind"])
+            assert rt is not None, obj["kind"]
+            stored = server.get(rt.qualified, meta["name"], meta.get("namespace"))
+            assert _contains(stored, obj), (obj["kind"], meta["name"])
+            versions[(obj["kind"], meta["name"])] = stored["metadata"]["resourceVersion"]
+        node = server.get("daemonsets.apps", "calico-exporter-node", "calico-exporter")
+        assert "--authorize-scrapers" in node["spec"]["template"]["spec"]["containers"][0][
+            "args"]
+        again = await _apply(kubeconfig, SECURED)
+        assert again.returncode == 0, again.stderr
+        for obj in secured[1]:
+            meta = obj["metadata"]
+            rt = server.registry.by_kind(obj["apiVersion"], obj["kind"])
+            assert rt is not None
+            stored = server.get(rt.qualified, meta["name"], meta.get("namespace"))
+            assert stored["metadata"]["resourceVersion"] == versions[(obj["kind"], meta["name"])]
+    finally:
+        await server.stop()

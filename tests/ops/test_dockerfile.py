@@ -1,5 +1,7 @@
-"""The Dockerfile: clean under hadolint, multi-stage on python:3.11-slim, only runtime dependencies
-in the final image, a non-root user and calico-exporter as the entrypoint."""
+"""The Dockerfile: clean under hadolint, two stages on one BASE_IMAGE (python:3.11-slim unless
+overridden), installs only the host-built wheels with nothing fetched, runs nothing in the final
+stage, a non-root user and calico-exporter as the entrypoint. tests/ops/test_image.py builds
+and runs it."""
 
 from __future__ import annotations
 
@@ -12,16 +14,18 @@ DOCKERFILE = ROOT / "Dockerfile"
 
 
 def _stages() -> list[list[str]]:
-    """Instructions (continuation lines joined, comments dropped) grouped by FROM."""
+    """Instructions (continuation lines joined, comments dropped) grouped by FROM; what comes
+    before the first FROM is left out (see _preamble)."""
     text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
     stages: list[list[str]] = []
     for line in text.splitlines():
-        line = line.strip()
+        line = " ".join(line.split())
         if not line or line.startswith("#"):
             continue
         if line.upper().startswith("FROM "):
             stages.append([])
-        stages[-1].append(line)
+        if stages:
+            stages[-1].append(line)
     return stages
 
 
@@ -32,25 +36,40 @@ def test_hadolint_is_clean() -> None:
     assert result.stdout.strip() == ""
 
 
-def test_two_stages_on_python_slim() -> None:
-    """A build stage makes the wheels; the final stage starts again from python:3.11-slim."""
+def _preamble() -> list[str]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    first = next(i for i, line in enumerate(lines) if line.upper().startswith("FROM "))
+    return [line for line in lines[:first] if line and not line.startswith("#")]
+
+
+def test_two_stages_on_one_base() -> None:
+    """Both stages start from BASE_IMAGE, which defaults to the public Python 3.11 slim image."""
+    assert _preamble() == ["ARG BASE_IMAGE=python:3.11-slim"]
     stages = _stages()
     assert len(stages) == 2
-    assert stages[0][0] == "FROM python:3.11-slim AS build"
-    assert stages[1][0] == "FROM python:3.11-slim"
-    assert any(i.startswith("RUN pip wheel --wheel-dir /wheels .") for i in stages[0])
+    assert stages[0][0] == "FROM ${BASE_IMAGE} AS install"
+    assert stages[1][0] == "FROM ${BASE_IMAGE}"
 
 
-def test_final_stage_installs_only_the_built_wheels() -> None:
-    """The final stage installs from the build stage's wheels with --no-index (no test extras,
-    no compiler, nothing fetched) and copies no source tree."""
+def test_install_stage_uses_only_the_host_built_wheels() -> None:
+    """The install stage copies the wheels of the build context and installs from them alone
+    (--no-index, pip run from its wheel), no test extras."""
+    install = _stages()[0]
+    assert "COPY wheels/ /wheels/" in install
+    (run,) = [i for i in install if i.startswith("RUN ")]
+    assert "--no-index" in run
+    assert "--find-links /wheels" in run
+    assert "[test]" not in run
+    assert "python3 -m venv --without-pip /opt/calico-exporter" in run
+
+
+def test_final_stage_runs_nothing() -> None:
+    """The final stage only copies the installed environment from the install stage."""
     final = _stages()[1]
-    installs = [i for i in final if "pip install" in i]
-    assert len(installs) == 1
-    assert "--no-index" in installs[0]
-    assert "--mount=type=bind,from=build,source=/wheels" in installs[0]
-    assert "[test]" not in installs[0]
-    assert not any(i.startswith(("COPY", "ADD")) for i in final)
+    assert not [i for i in final if i.startswith(("RUN", "ADD"))]
+    assert [i for i in final if i.startswith("COPY")] == [
+        "COPY --from=install /opt/calico-exporter /opt/calico-exporter"]
 
 
 def test_runs_as_non_root_with_the_exporter_entrypoint() -> None:

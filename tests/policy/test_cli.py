@@ -8,9 +8,17 @@ from exporter.policy.cli import selector_command
 
 
 def test_canonical_form_without_labels() -> None:
-    """Without labels the canonical form is printed and the exit code is 0."""
-    assert selector_command("app=='web'&&!has(legacy)", []) == (
+    """Without --labels the canonical form is printed and the exit code is 0."""
+    assert selector_command("app=='web'&&!has(legacy)", None) == (
         0, '(app == "web" && !has(legacy))')
+
+
+def test_empty_label_set() -> None:
+    """--labels with no pairs is the empty label set: all() and !has(x) match it, a label
+    comparison does not."""
+    assert selector_command("all()", []) == (0, "all()\nmatch")
+    assert selector_command("!has(app)", []) == (0, "!has(app)\nmatch")
+    assert selector_command("app == 'web'", []) == (1, 'app == "web"\nno match')
 
 
 def test_match() -> None:

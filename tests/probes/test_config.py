@@ -53,7 +53,8 @@ INVALID: dict[str, list[str]] = {
     "source_labels_conflict": ['probes[1] "db": source.labels.run: "other" conflicts with '
                                '"testpod" from probe "web" (one agent runs all probes of '
                                'namespace "testns")'],
-    "interval_bad": ['probes[0] "web": interval: "3x" is not a duration like 30s, 2m or 500ms'],
+    "interval_bad": ['probes[0] "web": interval: "3x" is not a duration like 30s, 1m30s or '
+                     '500ms'],
     "interval_too_small": ['probes[0] "web": interval: must be at least 100ms'],
     "timeout_zero": ['probes[0] "web": timeout: must be greater than 0'],
     "attempts_do_not_fit": ['probes[0] "web": timeout: 3 attempts of 5s do not fit in the '
@@ -84,10 +85,10 @@ INVALID: dict[str, list[str]] = {
                             'address'],
     "defaults_unknown_key": ['defaults: unknown key "retries" (expected attempts, deny_outcomes, '
                              'interval, success, timeout)'],
-    "defaults_interval_bad": ['defaults.interval: "often" is not a duration like 30s, 2m or '
+    "defaults_interval_bad": ['defaults.interval: "often" is not a duration like 30s, 1m30s or '
                               '500ms'],
-    "several_problems": ['probes[0] "web": timeout: "-1s" is not a duration like 30s, 2m or '
-                         '500ms', 'probes[1] "ping": target: missing'],
+    "several_problems": ['probes[0] "web": timeout: must be greater than 0',
+                         'probes[1] "ping": target: missing'],
 }
 
 
@@ -109,8 +110,7 @@ def test_load_raises_with_first_message_and_all_errors() -> None:
         load_probe_config(path)
     assert isinstance(info.value, ConfigError)
     assert str(info.value) == (f"probe config {path}: 2 problems:\n"
-                               '  probes[0] "web": timeout: "-1s" is not a duration like 30s, 2m '
-                               "or 500ms\n"
+                               '  probes[0] "web": timeout: must be greater than 0\n'
                                '  probes[1] "ping": target: missing')
     assert info.value.errors == tuple(INVALID["several_problems"])
 
@@ -205,3 +205,35 @@ def test_public_target_hides_url_credentials() -> None:
     assert config is not None
     assert [p.public_target for p in config.probes] == ["https://web.test:8443/x?y=1",
                                                         "web.test:80"]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1m30s", 90.0),
+    ("45", 45.0), ("2.5", 2.5)])
+def test_every_duration_form(text: str, seconds: float) -> None:
+    """interval and timeout, in defaults and per probe, take every form of the one duration
+    syntax (Go/Prometheus strings, plain seconds)."""
+    yaml_text = f"""
+defaults: {{interval: "{text}", timeout: "{text}"}}
+probes:
+- {{name: a, protocol: tcp, target: "db:5432", expect: allow, source: {{namespace: x}}}}
+- {{name: b, protocol: tcp, target: "db:5432", expect: allow, source: {{namespace: x}},
+   interval: "{text}", timeout: "{text}"}}
+"""
+    config, errors = parse_probe_config(yaml_text)
+    assert errors == []
+    assert config is not None
+    assert [(p.interval, p.timeout) for p in config.probes] == [(seconds, seconds)] * 2
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("interval", "-30s", "interval: must be at least 100ms"),
+    ("interval", "0", "interval: must be at least 100ms"),
+    ("timeout", "0s", "timeout: must be greater than 0"),
+    ("timeout", "-1m30s", "timeout: must be greater than 0"),
+])
+def test_zero_and_negative_durations(key: str, value: str, message: str) -> None:
+    """Zero and negative intervals and timeouts are refused with the key in the message."""
+    yaml_text = (f'probes:\n- {{name: a, protocol: icmp, target: "10.0.0.1", expect: allow, '
+                 f'source: {{namespace: x}}, {key}: "{value}"}}\n')
+    assert parse_probe_config(yaml_text)[1] == [f'probes[0] "a": {message}']

@@ -437,15 +437,19 @@ async def test_json_patch_semantics(co: client.CustomObjectsApi) -> None:
 
 
 async def test_patch_content_types(server: ApiServer, http: aiohttp.ClientSession) -> None:
-    """Strategic merge on a CR, apply-patch and unknown types are 415; a body that does not
-    match its content type is a 4xx; strategic merge works on built-ins."""
+    """Strategic merge on a CR and unknown types are 415, naming the accepted types as a real
+    server does for a CR (testing.md 1.3 item 11); a body that does not match its content type
+    is a 4xx; strategic merge works on built-ins."""
     server.create(cns("a"))
     url = f"/apis/{G}/{V}/{CNS}/a"
-    for ctype in ("application/strategic-merge-patch+json", "application/apply-patch+yaml",
-                  "text/plain", "application/json"):
+    for ctype in ("application/strategic-merge-patch+json", "text/plain", "application/json"):
         async with http.patch(url, data=b"{}", headers={"Content-Type": ctype}) as resp:
             assert resp.status == 415, ctype
-            assert (await resp.json())["reason"] == "UnsupportedMediaType"
+            status = await resp.json()
+            assert status["reason"] == "UnsupportedMediaType"
+            assert status["message"].endswith(
+                "accepted media types include: application/json-patch+json, "
+                "application/merge-patch+json, application/apply-patch+yaml")
     async with http.patch(url, data=orjson.dumps({"spec": {"node": "x"}}),
                           headers={"Content-Type": "application/json-patch+json"}) as resp:
         assert 400 <= resp.status < 500

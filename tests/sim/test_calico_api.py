@@ -209,6 +209,49 @@ async def test_both_serves_the_stored_objects_as_v3(both: ApiServer) -> None:
         both.get(f"ippools.{V1}", "p2")
 
 
+async def test_server_side_apply_through_the_calico_api_server(both: ApiServer) -> None:
+    """In ``both``, server-side apply to a v3 type is worked out on the v3 object and stored as
+    the Calico API server stores a v3 write (the v1 object, its v3 metadata in the annotation,
+    managedFields included): created, reapplied as a no-op, a second manager's conflicting field
+    refused (409) until forced, and the v1 object follows."""
+    url = f"{both.url}/apis/{V3}/v3/ippools/p1"
+    headers = {"Content-Type": "application/apply-patch+yaml"}
+
+    async def apply(body: dict[str, Any], manager: str,
+                    force: bool = False) -> tuple[int, dict[str, Any]]:
+        params = {"fieldManager": manager, **({"force": "true"} if force else {})}
+        async with aiohttp.ClientSession() as session, session.patch(
+                url, data=orjson.dumps(body), params=params, headers=headers) as resp:
+            return resp.status, await resp.json()
+
+    pool = {"apiVersion": f"{V3}/v3", "kind": "IPPool",
+            "metadata": {"name": "p1", "labels": {"team": "net"}},
+            "spec": {"cidr": "10.0.0.0/16", "disabled": False}}
+    status, created = await apply(pool, "kubectl")
+    assert status == 201
+    assert created["apiVersion"] == f"{V3}/v3"
+    assert created["metadata"]["labels"] == {"team": "net"}
+    (entry,) = created["metadata"]["managedFields"]
+    assert (entry["manager"], entry["operation"]) == ("kubectl", "Apply")
+    stored = both.get(f"ippools.{V1}", "p1")
+    assert stored["spec"]["cidr"] == "10.0.0.0/16"
+    assert "labels" not in stored["metadata"]
+    kept = orjson.loads(stored["metadata"]["annotations"][calicoapi.METADATA_ANNOTATION])
+    assert kept["labels"] == {"team": "net"}
+    assert kept["managedFields"][0]["manager"] == "kubectl"
+    status, again = await apply(pool, "kubectl")
+    assert status == 200
+    assert again["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+    other = {**pool, "spec": {"cidr": "10.0.0.0/16", "disabled": True}}
+    status, conflict = await apply(other, "ops")
+    assert status == 409
+    assert conflict["reason"] == "Conflict"
+    status, forced = await apply(other, "ops", force=True)
+    assert status == 200, forced["message"]
+    assert forced["spec"]["disabled"] is True
+    assert both.get(f"ippools.{V1}", "p1")["spec"]["disabled"] is True
+
+
 async def test_drop_group_deletes_objects_then_ends_watches(both: ApiServer) -> None:
     """Deleting the v1 CRDs: a watcher gets a DELETED event per object (the CRD finalizer),
     then its stream ends; the group leaves discovery with the Calico API server's types served
