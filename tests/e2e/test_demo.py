@@ -260,7 +260,7 @@ def test_network_sets_and_a_policy_that_selects_nothing(demo: Demo) -> None:
                                         namespace="") == 1)
     assert value(got, "calico_network_sets", kind="calico", namespace="default") == 1
     assert value(got, "calico_network_policy_selected_pods", kind="k8s", namespace="default",
-                 policy="allow-web-to-testpod") == 0
+                 policy="allow-web-to-testpod", tier="default") == 0
 
 
 def test_process_metrics(demo: Demo) -> None:
