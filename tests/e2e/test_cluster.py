@@ -39,7 +39,8 @@ class TestNkeLab:
     async def test_one_status_per_node_owned_by_the_node(self, lab: Lab) -> None:
         """Each node gets exactly one CalicoNodeStatus of ours, labelled and owned by its Node;
         the emulator validated every write against the Calico CRD schema and accepted it."""
-        await lab.wait_for(established(MASTER), what="statuses")
+        for node in (MASTER, WORKER0, WORKER1):
+            await lab.wait_for(established(node), what=f"{node}'s status")
         creates = [r for r in lab.apiserver.requests
                    if r.method == "POST" and r.path.endswith("/caliconodestatuses")]
         assert [r.status for r in creates] == [201, 201, 201]
@@ -56,7 +57,10 @@ class TestNkeLab:
     async def test_readyz_after_sync(self, lab: Lab) -> None:
         """/readyz answers 200 once every watched resource has been listed."""
         await lab.wait_for(established(MASTER), what="sync")
-        assert (await lab.scrape("/readyz")).strip() == "ok"
+        deadline = time.monotonic() + 30
+        while (await lab.scrape("/readyz")).strip() != "ok":  # optional watches check discovery
+            assert time.monotonic() < deadline, "never ready"
+            await asyncio.sleep(0.1)
         assert (await lab.scrape("/healthz")).strip() == "ok"
 
 
