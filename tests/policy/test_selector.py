@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 import pytest
@@ -26,7 +28,7 @@ from exporter.policy.selector import (
     parse_node,
     with_prefix,
 )
-from tests.policy.reference import CONFORMANCE_FILES, DATA, SHARED_SELECTORS, cases
+from tests.policy.reference import CONFORMANCE_FILES, DATA, cases
 
 MATCH_CASES = cases("match-cases.yaml")
 CANONICAL_CASES = cases("canonical-cases.yaml")
@@ -41,13 +43,26 @@ def _id(case: dict[str, Any]) -> str:
 # Conformance with Calico's parser_test.go and tokenizer_test.go
 
 
-@pytest.mark.parametrize("name", CONFORMANCE_FILES)
-def test_conformance_copies_equal_shared_originals(name: str) -> None:
-    """The copies under tests/policy/data are byte-identical to ../shared/calico/selectors."""
-    original = SHARED_SELECTORS / name
-    if not original.exists():
-        pytest.skip(f"{original} not present beside the repository")
-    assert (DATA / name).read_bytes() == original.read_bytes()
+def test_data_files_match_their_recorded_provenance() -> None:
+    """Every file of tests/policy/data hashes (as ``git hash-object``) to the blob its README
+    records with its upstream source, and the README lists exactly those files: an edited,
+    added or lost conformance file fails here, wherever the tests run."""
+    readme = (DATA / "README.md").read_text()
+    listed = dict(re.findall(r"^\| (\S+\.yaml) \| ([0-9a-f]{40}) \|$", readme, re.M))
+    assert set(CONFORMANCE_FILES) <= set(listed)
+    assert sorted(listed) == sorted(p.name for p in DATA.glob("*.yaml"))
+    for name, blob in listed.items():
+        data = (DATA / name).read_bytes()
+        digest = hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False)
+        assert digest.hexdigest() == blob, name
+
+
+def test_conformance_files_name_their_upstream_tag() -> None:
+    """Each conformance file's header names the Calico tag and commit its README records."""
+    for name in CONFORMANCE_FILES:
+        header = (DATA / name).read_text().splitlines()[1]
+        assert header == ("# Source: github.com/projectcalico/calico tag v3.32.1 "
+                          "(commit 0ca9d1b93644778cafdf1812f3dda02ac0c361e8)"), name
 
 
 def test_conformance_case_counts() -> None:
