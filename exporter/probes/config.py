@@ -53,6 +53,7 @@ one line (``probes[2] "web": timeout: must be greater than 0``); :func:`load_pro
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from exporter.config import DURATION_SYNTAX, ConfigError, parse_duration
+from exporter.config import DURATION_SYNTAX, ConfigError, load_yaml, parse_duration
 from exporter.probes.outcome import (
     DEFAULT_DENY_OUTCOMES,
     DNS_DEFAULT_DENY_OUTCOMES,
@@ -341,7 +342,7 @@ def validate_probe_config(path: str) -> list[str]:
 def parse_probe_config(text: str) -> tuple[ProbeConfig | None, list[str]]:
     """Parse YAML text: (config, []) when valid, else (None, problems)."""
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -458,14 +459,18 @@ def _duration(where: str, value: object, errors: list[str]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         errors.append(f"{where}: {_q(value)} is not {DURATION_SYNTAX}")
         return None
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        try:
-            seconds = parse_duration(value)
-        except ValueError:
-            errors.append(f"{where}: {_q(value)} is not {DURATION_SYNTAX}")
-            return None
+    try:
+        seconds = float(value) if isinstance(value, int | float) else parse_duration(value)
+    except OverflowError:
+        seconds = math.inf
+    except ValueError:
+        errors.append(f"{where}: {_q(value)} is not {DURATION_SYNTAX}")
+        return None
+    if not math.isfinite(seconds):
+        shown = _q(value)
+        shown = shown if len(shown) <= 40 else f"{shown[:37]}..."
+        errors.append(f"{where}: {shown} is not a finite duration")
+        return None
     if where.endswith("interval") and seconds < MIN_INTERVAL:
         errors.append(f"{where}: must be at least {format_duration(MIN_INTERVAL)}")
         return None

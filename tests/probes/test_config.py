@@ -87,6 +87,14 @@ INVALID: dict[str, list[str]] = {
                              'interval, success, timeout)'],
     "defaults_interval_bad": ['defaults.interval: "often" is not a duration like 30s, 1m30s or '
                               '500ms'],
+    "interval_nan": ['probes[0] "web": interval: nan is not a finite duration'],
+    "timeout_inf": ['probes[0] "web": interval: inf is not a finite duration',
+                    'probes[0] "web": timeout: inf is not a finite duration'],
+    "defaults_non_finite": ["defaults.interval: inf is not a finite duration",
+                            "defaults.timeout: nan is not a finite duration"],
+    "duration_too_large": ['probes[0] "web": interval: "100000000000000000000000000000000000... '
+                           "is not a finite duration"],
+    "nested_too_deeply": ["not valid YAML: nested too deeply"],
     "several_problems": ['probes[0] "web": timeout: must be greater than 0',
                          'probes[1] "ping": target: missing'],
 }

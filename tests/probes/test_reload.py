@@ -124,6 +124,26 @@ async def test_bad_reload_keeps_old_config(agent: Agent) -> None:
     await wait_until(lambda: agent.runs("a") >= 3)
 
 
+@pytest.mark.parametrize(("interval", "timeout"), [(".nan", "80ms"), (".inf", ".inf"),
+                                                     ("100ms", ".nan")])
+async def test_non_finite_durations_are_refused_on_reload(agent: Agent, http: HttpServer,
+                                                          interval: str, timeout: str) -> None:
+    """Issue 12, defect 10: a hot reload to a .nan or .inf interval or timeout is refused with
+    the field named (it used to pass validation and crash the agent); the probes keep
+    running on the old configuration."""
+    await wait_until(lambda: agent.runs("a") >= 1)
+    agent.path.write_text(
+        f"probes:\n- name: a\n  protocol: tcp\n  target: 127.0.0.1:{http.port}\n"
+        f"  expect: allow\n  source: {{namespace: testns}}\n  interval: {interval}\n"
+        f"  timeout: {timeout}\n")
+    await wait_until(lambda: agent.status.failures == 1)
+    assert agent.status.last_error.startswith('probes[0] "a": ')
+    assert "is not a finite duration" in agent.status.last_error
+    assert [p.name for p in agent.scheduler.probes] == ["a", "b", "d"]
+    before = agent.runs("b")
+    await wait_until(lambda: agent.runs("b") >= before + 2)
+
+
 async def test_file_change_is_picked_up(agent: Agent, http: HttpServer) -> None:
     """Writing the file is enough: the poll sees it and applies the new probes."""
     write(agent.path, probe("a", http.port), probe("z", http.port))
