@@ -99,6 +99,22 @@ class TestCheckConfig:
             "  invalid value for --bird-interval (CALICO_EXPORTER_BIRD_INTERVAL): must be "
             "greater than 0\n")
 
+    def test_settings_that_would_spin_are_refused(self) -> None:
+        """--inactivity-timeout 0 with --backoff-max 0 (a watch loop of 610 requests/s, issue
+        12) and --bird-timeout 0 are refused at start-up, each named."""
+        result = cli("cluster", "--inactivity-timeout", "0", "--backoff-max", "0")
+        assert result.returncode == 2
+        assert result.stderr == (
+            "calico-exporter: error: 2 invalid settings:\n"
+            "  invalid value for --inactivity-timeout (CALICO_EXPORTER_INACTIVITY_TIMEOUT): "
+            "must be greater than 0\n"
+            "  invalid value for --backoff-max (CALICO_EXPORTER_BACKOFF_MAX): must be greater "
+            "than 0\n")
+        result = cli("node", "--node-name", "n1", "--bird-timeout", "0")
+        assert result.returncode == 2
+        assert result.stderr == ("calico-exporter: error: invalid value for --bird-timeout "
+                                 "(CALICO_EXPORTER_BIRD_TIMEOUT): must be greater than 0\n")
+
     def test_other_modes_settings_do_not_matter(self, kubeconfig: Path) -> None:
         """A mode is not stopped (nor check-config of it failed) by a bad setting it never
         reads: node mode's bird_interval does not concern the cluster mode."""
