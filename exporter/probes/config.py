@@ -59,7 +59,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
@@ -127,7 +127,12 @@ FIELDS: tuple[Field, ...] = (
     Field("protocol", "probe", "http, tcp, dns or icmp", "What the probe does."),
     Field("target", "probe", "string",
           "http: an http:// or https:// URL; tcp: host:port or [IPv6]:port; dns: the name to "
-          "look up (absolute: no search list); icmp: a host name or IP address."),
+          "look up (absolute: no search list); icmp: a host name or IP address. Shown in "
+          "`calico_probe_info` and logs without `user:password@` and with the value of every "
+          "credential-like query or fragment parameter (`token`, `access_token`, `apikey`, "
+          "`key`, `password`, `sig`, `X-Amz-Signature`, any name containing `token`, `secret`, "
+          "`auth`, `credential` or ending in `key`, ...) replaced by `REDACTED`; a secret in "
+          "the path is not recognised."),
     Field("expect", "probe", "allow or deny",
           "The verdict policy should give: `allow` matches a `success` outcome, `deny` one of "
           "`deny_outcomes`."),
@@ -191,6 +196,43 @@ METADATA_ADDRESSES = frozenset({
 METADATA_NAMES = frozenset({"metadata.google.internal", "metadata.goog",
                             "instance-data", "instance-data.ec2.internal"})
 """Names of metadata services, refused as probe targets without ``allow_link_local``."""
+
+
+REDACTED = "REDACTED"
+"""What a credential-like query or fragment parameter's value is shown as."""
+
+_CREDENTIAL_NAMES = frozenset({"key", "sig", "pass", "pwd", "code", "jwt", "sid", "otp"})
+"""Normalised query-parameter names (lower case, letters and digits only) that carry a secret:
+``key`` (Google APIs), ``sig`` (Azure SAS), ``code`` (OAuth), and short password spellings."""
+_CREDENTIAL_PARTS = ("token", "secret", "passw", "passphrase", "signature", "credential",
+                     "auth", "session", "apikey", "privatekey", "accesskey")
+"""Parts that make any name credential-like: ``access_token``, ``X-Amz-Signature``,
+``X-Amz-Credential``, ``X-Amz-Security-Token``, ``client_secret``, ``password``, ``api-key``,
+``authorization``, ``sessionid``; and every name ending in ``key`` (``x-api-key``,
+``subscription-key``)."""
+_USERINFO = re.compile(r"(?<=//)[^/?#\s]*@")
+_PARAMETER = re.compile(r"(?<=[?&#;])([^=&#;\s]+)=([^&#;\s]*)")
+
+
+def credential_like(name: str) -> bool:
+    """Whether a query (or fragment) parameter name looks like it carries a secret."""
+    normal = "".join(c for c in unquote(name).lower() if c.isalnum())
+    return (normal in _CREDENTIAL_NAMES or normal.endswith("key")
+            or any(part in normal for part in _CREDENTIAL_PARTS))
+
+
+def redact_url(text: str) -> str:
+    """``text`` (a URL, or a message quoting one, valid or not) without ``user:password@``
+    and with the value of every credential-like query or fragment parameter
+    (:func:`credential_like`: ``?token=``, ``access_token``, ``apikey``, ``key``, ``password``,
+    ``sig``, ...) replaced by REDACTED. A secret in the path cannot be told apart and stays."""
+    if "//" in text:
+        text = _USERINFO.sub("", text)
+    if "=" not in text:
+        return text
+    return _PARAMETER.sub(
+        lambda m: f"{m.group(1)}={REDACTED}" if m.group(2) and credential_like(m.group(1))
+        else m.group(0), text)
 
 
 class ProbeConfigError(ConfigError):
@@ -274,11 +316,8 @@ class Probe:
 
     @property
     def public_target(self) -> str:
-        """The target without URL credentials (``user:password@``), for labels and logs."""
-        if self.protocol != "http" or "@" not in self.target:
-            return self.target
-        url = urlsplit(self.target)
-        return url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()
+        """The target without credentials (:func:`redact_url`), for labels and logs."""
+        return redact_url(self.target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -751,13 +790,13 @@ def _parse_params(p: _ProbeParser, protocol: ProtocolName, target: str) -> Param
         split = _split_host_port(target)
         port = _port(split[1]) if split else None
         if split is None or port is None or not _is_host(split[0]):
-            p.error("target", f"{_q(target)} is not host:port")
+            p.error("target", f"{_q(redact_url(target))} is not host:port")
             return None
         return TcpParams(split[0], port)
     if protocol == "dns":
         return _parse_dns(p, target)
     if not _is_host(target):
-        p.error("target", f"{_q(target)} is not a host name or IP address")
+        p.error("target", f"{_q(redact_url(target))} is not a host name or IP address")
         return None
     return IcmpParams(target)
 
@@ -772,7 +811,7 @@ def _parse_http(p: _ProbeParser, target: str) -> HttpParams | None:
     except ValueError:
         host = None
     if scheme not in ("http", "https") or not host or not _is_host(host):
-        p.error("target", f"{_q(target)} is not an http:// or https:// URL")
+        p.error("target", f"{_q(redact_url(target))} is not an http:// or https:// URL")
         ok = False
     method = p.raw.get("method", "GET")
     if method not in HTTP_METHODS:
@@ -817,7 +856,7 @@ def _expect_status(p: _ProbeParser, raw: object) -> tuple[tuple[int, int], ...] 
 def _parse_dns(p: _ProbeParser, target: str) -> DnsParams | None:
     ok = True
     if not _is_hostname(target):
-        p.error("target", f"{_q(target)} is not a DNS name")
+        p.error("target", f"{_q(redact_url(target))} is not a DNS name")
         ok = False
     record_type = p.raw.get("type", "A")
     if record_type not in DNS_TYPES:
@@ -884,9 +923,11 @@ __all__ = [
     "Source",
     "TcpParams",
     "agents",
+    "credential_like",
     "format_duration",
     "load_probe_config",
     "parse_probe_config",
+    "redact_url",
     "resolve_source_namespace",
     "validate_probe_config",
 ]

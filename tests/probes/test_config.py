@@ -215,6 +215,49 @@ def test_public_target_hides_url_credentials() -> None:
                                                         "web.test:80"]
 
 
+@pytest.mark.parametrize(("target", "public"), [
+    ("https://h/p?token=abc&y=2", "https://h/p?token=REDACTED&y=2"),
+    ("https://h/?access_token=a&id_token=b&refresh_token=c",
+     "https://h/?access_token=REDACTED&id_token=REDACTED&refresh_token=REDACTED"),
+    ("https://h/?apikey=a&api_key=b&api-key=c&key=d&x-api-key=e",
+     "https://h/?apikey=REDACTED&api_key=REDACTED&api-key=REDACTED&key=REDACTED"
+     "&x-api-key=REDACTED"),
+    ("https://h/?password=a&passwd=b&pwd=c&client_secret=d",
+     "https://h/?password=REDACTED&passwd=REDACTED&pwd=REDACTED&client_secret=REDACTED"),
+    ("https://b.blob.core.windows.net/c?sv=2022&se=2026&sp=r&sig=abc%3D",
+     "https://b.blob.core.windows.net/c?sv=2022&se=2026&sp=r&sig=REDACTED"),
+    ("https://s3.test/o?X-Amz-Credential=a&X-Amz-Date=d&X-Amz-Signature=b"
+     "&X-Amz-Security-Token=c",
+     "https://s3.test/o?X-Amz-Credential=REDACTED&X-Amz-Date=d&X-Amz-Signature=REDACTED"
+     "&X-Amz-Security-Token=REDACTED"),
+    ("https://h/cb?code=a&state=s#access_token=b", "https://h/cb?code=REDACTED&state=s"
+                                                   "#access_token=REDACTED"),
+    ("https://h/?Authorization=a&SessionId=b&access%5Ftoken=c;auth=d",
+     "https://h/?Authorization=REDACTED&SessionId=REDACTED&access%5Ftoken=REDACTED"
+     ";auth=REDACTED"),
+    ("https://u:p@h/?q=search&page=2&token=", "https://h/?q=search&page=2&token="),
+])
+def test_credential_like_query_parameters_are_redacted(target: str, public: str) -> None:
+    """?token= and other credential-like parameters (query and fragment; names compared in
+    lower case without punctuation, percent-decoded) show as REDACTED, as user:pass@ is
+    dropped; other parameters and empty values stay."""
+    config, errors = parse_probe_config(
+        f"probes:\n- {{name: a, protocol: http, target: '{target}', expect: allow,"
+        " source: {namespace: n}}\n")
+    assert errors == []
+    assert config is not None
+    assert config.probes[0].public_target == public
+
+
+def test_invalid_target_messages_hide_credentials() -> None:
+    """A target that does not validate is quoted in the error without its credentials."""
+    _, errors = parse_probe_config(
+        "probes:\n- {name: a, protocol: http, target: 'htp://u:s3cret@h/?token=s3cret',"
+        " expect: allow, source: {namespace: n}}\n")
+    assert errors == ['probes[0] "a": target: "htp://h/?token=REDACTED" is not an http:// or '
+                      "https:// URL"]
+
+
 @pytest.mark.parametrize(("text", "seconds"), [
     ("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1m30s", 90.0),
     ("45", 45.0), ("2.5", 2.5)])
