@@ -15,6 +15,7 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -127,8 +128,8 @@ class WatchSettings:
     """The list-then-watch engine."""
 
     watch_timeout: float = 300.0
-    """timeoutSeconds sent with each watch; the server ends the stream after it and we resume
-    from the last resourceVersion."""
+    """timeoutSeconds sent with each watch (at most 24h); the server ends the stream after it
+    and we resume from the last resourceVersion."""
     inactivity_timeout: float = 70.0
     """Restart a watch that delivered nothing (not even a bookmark) for this long: the real API
     server sends a bookmark about every 60 s, so silence means a dead connection."""
@@ -337,6 +338,13 @@ def split_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _shown(value: Any) -> str:
+    """A value as it appears in a message: repr, shortened past 40 characters (a 400-digit
+    number is still recognisable)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
 def _convert(opt: Option, value: Any) -> Any:
     """The typed value of one raw setting; ValueError (or TypeError) with the reason."""
     if opt.type is bool:
@@ -358,7 +366,13 @@ def _convert(opt: Option, value: Any) -> Any:
     if opt.type is float or opt.type is WholeSeconds:
         if isinstance(value, bool | dict | list):
             raise ValueError(f"{value!r} is not {DURATION_SYNTAX}")
-        seconds = float(value) if isinstance(value, int | float) else parse_duration(str(value))
+        try:
+            seconds = (float(value) if isinstance(value, int | float)
+                       else parse_duration(str(value)))
+        except OverflowError:
+            seconds = math.inf
+        if not math.isfinite(seconds):
+            raise ValueError(f"{_shown(value)} is not a finite duration")
         if opt.type is float:
             return seconds
         if not seconds.is_integer():
@@ -374,7 +388,7 @@ def _convert(opt: Option, value: Any) -> Any:
 
 _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "api_timeout": (0, False, None),
-    "watch_timeout": (0, False, None),
+    "watch_timeout": (0, False, 86400),
     "inactivity_timeout": (0, False, None),
     "backoff_initial": (0, False, None),
     "backoff_max": (0, False, None),
@@ -393,7 +407,11 @@ _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "access_review_deny_ttl": (0, True, None),
 }
 """name -> (lowest, lowest allowed, highest allowed): zero or negative values that make no
-sense (a timeout, an interval, a page size) are rejected."""
+sense (a timeout, an interval, a page size) are rejected. ``watch_timeout`` becomes the integer
+``timeoutSeconds`` of every watch request, so it has a ceiling too (a day; the API server ends
+watches after its --min-request-timeout of 30 to 60 minutes anyway). Non-finite durations
+(``.inf``, ``.nan`` in YAML, a number too large for a float) never get here: every duration is
+refused unless finite."""
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error"),
@@ -408,13 +426,14 @@ def _range_problem(name: str, value: float) -> str | None:
     if limits is None:
         return None
     low, inclusive, high = limits
-    if high is not None and not low <= value <= high:
-        return (f"must be between {low:g} and {high:g}" if name != "node_status_update_period"
-                else "must be between 0 and 86400 seconds (24h)")
+    if name == "node_status_update_period" and not low <= value <= (high or 0):
+        return "must be between 0 and 86400 seconds (24h)"
     if inclusive and value < low:
         return "must not be negative" if low == 0 else f"must be at least {low:g}"
     if not inclusive and value <= low:
         return f"must be greater than {low:g}"
+    if high is not None and value > high:
+        return f"must be at most {high:g} seconds ({high / 3600:g}h)"
     return None
 
 
@@ -518,14 +537,26 @@ def _combination_problems(settings: Settings, wanted: set[str]) -> list[str]:
     return out
 
 
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with every way it fails as a ``yaml.YAMLError``: PyYAML's composer
+    recurses once per nesting level, so a deeply nested document raises RecursionError."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+
+
 def _read_file(path: str, problems: list[str]) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(Path(path).read_text())
+        loaded = load_yaml(Path(path).read_bytes().decode())
     except OSError as exc:
         problems.append(f"cannot read config file {path}: {exc.strerror}")
         return {}
+    except UnicodeDecodeError as exc:
+        problems.append(f"config file {path} is not UTF-8 text (byte {exc.start})")
+        return {}
     except yaml.YAMLError as exc:
-        problems.append(f"config file {path} is not valid YAML: {exc}")
+        problems.append(f"config file {path} is not valid YAML: {_one_line(exc)}")
         return {}
     if loaded is None:
         return {}
@@ -536,6 +567,15 @@ def _read_file(path: str, problems: list[str]) -> dict[str, Any]:
     for key in sorted(str(k) for k in loaded if k not in known):
         problems.append(f"config file {path}: unknown setting {key!r}")
     return {k: v for k, v in loaded.items() if k in known}
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    """A YAML error as one line: what is wrong and where (PyYAML's own text spans lines)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return f"{exc.problem}{where}"
+    return " ".join(str(exc).split())
 
 
 def load(
@@ -604,6 +644,7 @@ __all__ = [
     "contradictions",
     "describe",
     "load",
+    "load_yaml",
     "options",
     "parse_duration",
     "split_listen",

@@ -99,6 +99,22 @@ class TestCheckConfig:
             "  invalid value for --bird-interval (CALICO_EXPORTER_BIRD_INTERVAL): must be "
             "greater than 0\n")
 
+    def test_settings_that_would_spin_are_refused(self) -> None:
+        """--inactivity-timeout 0 with --backoff-max 0 (a watch loop of 610 requests/s, issue
+        12) and --bird-timeout 0 are refused at start-up, each named."""
+        result = cli("cluster", "--inactivity-timeout", "0", "--backoff-max", "0")
+        assert result.returncode == 2
+        assert result.stderr == (
+            "calico-exporter: error: 2 invalid settings:\n"
+            "  invalid value for --inactivity-timeout (CALICO_EXPORTER_INACTIVITY_TIMEOUT): "
+            "must be greater than 0\n"
+            "  invalid value for --backoff-max (CALICO_EXPORTER_BACKOFF_MAX): must be greater "
+            "than 0\n")
+        result = cli("node", "--node-name", "n1", "--bird-timeout", "0")
+        assert result.returncode == 2
+        assert result.stderr == ("calico-exporter: error: invalid value for --bird-timeout "
+                                 "(CALICO_EXPORTER_BIRD_TIMEOUT): must be greater than 0\n")
+
     def test_other_modes_settings_do_not_matter(self, kubeconfig: Path) -> None:
         """A mode is not stopped (nor check-config of it failed) by a bad setting it never
         reads: node mode's bird_interval does not concern the cluster mode."""
@@ -310,6 +326,39 @@ class TestPrecedence:
         """The node name falls back to $NODE_NAME, as the DaemonSet sets it."""
         assert config.load(environ={"NODE_NAME": "n1"}).bird.node_name == "n1"
 
+    @pytest.mark.parametrize("source", ["flag", "env", "file"])
+    def test_fractional_page_size_is_refused(self, source: str, tmp_path: Path) -> None:
+        """list_page_size: 1.9 is refused from every source instead of becoming 1."""
+        path = tmp_path / "c.yaml"
+        path.write_text("list_page_size: 1.9\n")
+        where = {"flag": ({"flags": {"list_page_size": "1.9"}},
+                          "--list-page-size (CALICO_EXPORTER_LIST_PAGE_SIZE): '1.9'"),
+                 "env": ({"environ": {"CALICO_EXPORTER_LIST_PAGE_SIZE": "1.9"}},
+                         "--list-page-size (CALICO_EXPORTER_LIST_PAGE_SIZE): '1.9'"),
+                 "file": ({"config_file": str(path)},
+                          f"list_page_size in config file {path}: 1.9")}
+        kwargs, shown = where[source]
+        with pytest.raises(ConfigError) as info:
+            config.load(**kwargs)  # type: ignore[arg-type]
+        assert str(info.value) == f"invalid value for {shown} is not an integer"
+
+    def test_config_file_not_utf8_or_too_deep(self, tmp_path: Path) -> None:
+        """A config file that is not UTF-8, or nests deeper than PyYAML can recurse, is one
+        message and exit 2, at start-up and in check-config, not a traceback."""
+        binary = tmp_path / "binary.yaml"
+        binary.write_bytes(b"log_level: \"\xff\xfe\"\n")
+        deep = tmp_path / "deep.yaml"
+        deep.write_text("listen: " + "[" * 20_000 + "]" * 20_000 + "\n")
+        for path, reason in ((binary, "is not UTF-8 text (byte 12)"),
+                             (deep, "is not valid YAML: nested too deeply")):
+            result = cli("node", "--node-name", "n1", "--config-file", str(path))
+            assert result.returncode == 2, result.stderr
+            assert result.stderr == f"calico-exporter: error: config file {path} {reason}\n"
+            result = cli("check-config", "node", "--node-name", "n1", "--config-file", str(path))
+            assert result.returncode == 2, result.stderr
+            assert _errors(result) == [f"config file {path} {reason}"]
+            assert "Traceback" not in result.stderr
+
     def test_unreadable_file(self, tmp_path: Path) -> None:
         """A missing config file is an exact error."""
         with pytest.raises(ConfigError, match="cannot read config file"):
@@ -405,6 +454,44 @@ class TestDurations:
             with pytest.raises(ConfigError, match=f"^invalid value for {opt.flag} .*: must be "
                                                   "greater than 0$"):
                 config.load(flags={opt.name: "0s"})
+
+    @pytest.mark.parametrize("opt", DURATION_OPTIONS, ids=lambda o: o.name)
+    def test_non_finite_durations_are_refused(self, opt: config.Option, tmp_path: Path) -> None:
+        """Issue 12, defect 10: .nan, .inf and -.inf in the config file, and a number too
+        large for a float from any source, are refused naming the setting, where they used to
+        pass validation and crash the process (int(inf), a sleep of nan)."""
+        path = tmp_path / "c.yaml"
+        huge = "1" + "0" * 400
+        for text, shown in ((".nan", "nan"), (".inf", "inf"), ("-.inf", "-inf"),
+                            (huge, f"{huge[:37]}...")):
+            path.write_text(f"{opt.name}: {text}\n")
+            with pytest.raises(ConfigError) as info:
+                config.load(config_file=str(path))
+            assert str(info.value) == (f"invalid value for {opt.name} in config file {path}: "
+                                       f"{shown} is not a finite duration")
+        for source in ({"flags": {opt.name: huge}}, {"environ": {opt.env: huge}}):
+            with pytest.raises(ConfigError) as info:
+                config.load(**source)  # type: ignore[arg-type]
+            assert str(info.value) == (f"invalid value for {opt.flag} ({opt.env}): "
+                                       f"'{huge[:36]}... is not a finite duration")
+
+    def test_watch_timeout_infinite_or_too_long(self, tmp_path: Path) -> None:
+        """watch_timeout: .inf fails check-config (exit 2) instead of passing it and then
+        exiting when the first watch turns it into an integer; it becomes the integer
+        timeoutSeconds of every watch, so more than a day is refused too."""
+        path = tmp_path / "c.yaml"
+        path.write_text("watch_timeout: .inf\n")
+        result = cli("check-config", "cluster", "--config-file", str(path), "--kubeconfig",
+                     str(tmp_path / "none"))
+        assert result.returncode == 2
+        assert _errors(result)[0] == (f"invalid value for watch_timeout in config file {path}: "
+                                      "inf is not a finite duration")
+        with pytest.raises(ConfigError) as info:
+            config.load(flags={"watch_timeout": "25h"})
+        assert str(info.value) == ("invalid value for --watch-timeout "
+                                   "(CALICO_EXPORTER_WATCH_TIMEOUT): must be at most 86400 "
+                                   "seconds (24h)")
+        assert config.load(flags={"watch_timeout": "24h"}).watch.watch_timeout == 86400
 
     def test_node_status_update_period_takes_30s(self) -> None:
         """The review's case: --node-status-update-period 30s works (it was an int())."""
@@ -504,6 +591,58 @@ class TestKubeconfig:
         assert result.returncode == 2
         assert result.stderr.startswith(f"calico-exporter: error: invalid kubeconfig {path}: ")
         assert "Traceback" not in result.stderr
+
+
+GARBAGE_KUBECONFIGS = [
+    (b"- a\n", "not a YAML mapping"),
+    (b"clusters: 5\n", "clusters must be a list of mappings with a name"),
+    (b"contexts: [{context: {}}]\n", "contexts must be a list of mappings with a name"),
+    (b"current-context: [x]\n", "current-context must be a string"),
+    (b"{\n", "not valid YAML: expected the node content, but found '<stream end>' (line 2, "
+              "column 1)"),
+    (b"garbage: [\n\x00\xff", "not UTF-8 text (byte 12)"),
+    (b"a: " + b"[" * 20_000 + b"]" * 20_000, "not valid YAML: nested too deeply"),
+    (b"apiVersion: v1\ncurrent-context: x\n"
+     b"contexts: [{name: x, context: {cluster: c, user: u}}]\n"
+     b"clusters: [{name: c, cluster: {server: 'http://[::1'}}]\n"
+     b"users: [{name: u, user: {token: t}}]\n",
+     "server 'http://[::1' is not a URL: Invalid IPv6 URL"),
+    (b"apiVersion: v1\ncurrent-context: x\n"
+     b"contexts: [{name: x, context: {cluster: c, user: u}}]\n"
+     b"clusters: [{name: c, cluster: {server: 'ftp://api'}}]\n"
+     b"users: [{name: u, user: {token: t}}]\n",
+     "server 'ftp://api' is not an http:// or https:// URL"),
+    (b"current-context: x\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
+     b"clusters: [{name: c, cluster: 5}]\nusers: [{name: u, user: 7}]\n",
+     "malformed (TypeError: argument of type 'int' is not iterable)"),
+]
+
+
+@pytest.mark.parametrize(("content", "reason"), GARBAGE_KUBECONFIGS,
+                         ids=[r.split(" ")[0] + str(i) for i, (_, r) in
+                              enumerate(GARBAGE_KUBECONFIGS)])
+async def test_garbage_kubeconfig_is_one_message(content: bytes, reason: str,
+                                                 tmp_path: Path) -> None:
+    """Issue 12: a kubeconfig of any garbage (not UTF-8, not YAML, nested too deep, the wrong
+    shape, a server that is no URL) is one ConfigError naming the file and the reason, where
+    kubernetes-asyncio raised TypeError or let the exporter run against no server."""
+    from exporter.kube.client import client_configuration
+
+    path = tmp_path / "kubeconfig"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        await client_configuration(config.KubeSettings(kubeconfig=str(path)), environ={})
+    assert str(info.value) == f"invalid kubeconfig {path}: {reason}"
+
+
+def test_garbage_kubeconfig_at_startup(tmp_path: Path) -> None:
+    """The cluster role started with such a kubeconfig prints that one line and exits 2."""
+    path = tmp_path / "kubeconfig"
+    path.write_bytes(GARBAGE_KUBECONFIGS[0][0])
+    result = cli("cluster", "--listen", "127.0.0.1:0", "--kubeconfig", str(path))
+    assert result.returncode == 2
+    assert result.stderr == (f"calico-exporter: error: invalid kubeconfig {path}: "
+                             "not a YAML mapping\n")
 
 
 class TestListen:

@@ -25,8 +25,9 @@ def render() -> str:
         "YAML file given by `--config-file` (keys are the names below). Precedence: flag, then",
         "environment, then file, then default. A command reads only the groups it uses (the",
         "commands are named in each heading). Durations take Go/Prometheus durations (`500ms`,",
-        "`30s`, `5m`, `1h`, `1m30s`, `1d`) or plain seconds (`90`); zero or a negative value is",
-        "refused where it makes no sense. Listen addresses are `host:port`, `[IPv6]:port` or",
+        "`30s`, `5m`, `1h`, `1m30s`, `1d`) or plain seconds (`90`); a value that is not finite",
+        "(YAML `.inf` or `.nan`) is always refused, zero or a negative value where it makes no",
+        "sense. Listen addresses are `host:port`, `[IPv6]:port` or",
         "`:port` (every interface). Bad values print one exact message each and exit with code 2;",
         "validate a setup with `calico-exporter check-config MODE` (cluster, node, probe, demo).",
     ]

@@ -109,12 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _stop_event() -> asyncio.Event:
-    """An event set by SIGTERM or SIGINT."""
+    """An event set by SIGTERM or SIGINT. SIGHUP, whose default action ends the process, is
+    logged and ignored: the ``cluster`` and ``node`` roles read their settings once, at
+    start (restart the pod to change them); a probe agent's reloader (``probe``, ``demo``)
+    takes SIGHUP over while it runs, to reload the probe file."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _sighup_ignored)
     return stop
+
+
+def _sighup_ignored() -> None:
+    log.info("sighup_ignored", reason="settings are read at start: restart to change them")
 
 
 def _roles() -> dict[str, Callable[[Settings, asyncio.Event], Awaitable[None]]]:

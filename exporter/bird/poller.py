@@ -11,6 +11,16 @@ counts or routes, so ``calico_bird_ready`` goes to 0 and the peer series vanish 
 showing stale values; ``Telemetry.source_up["bird"|"bird6"]`` is False. The process does not
 stop: it retries with jittered backoff while no socket answers.
 
+``show route`` is asked last and can take long on a big table. When it fails (timeout, BIRD
+closing the connection, an error reply) after ``show status`` and ``show protocols all``
+answered, only that round's route counts are unknown: the family's ``NodeBGP.routes`` are left
+out of that round (``calico_bgp_routes`` has no series for it: absent, neither 0 nor the last
+value), while the agent, its readiness, the peers and their per-peer route counts (from ``show
+protocols all``) are kept and ``source_up["bird"|"bird6"]`` stays True.
+``source_up["bird_routes"|"bird6_routes"]`` says whether the last ``show route`` answered.
+A timeout drops the connection (a late reply must not be read as the next command's); the next
+round reconnects.
+
 A missing ``bird6.ctl`` means the node has no IPv6: no v6 agent and no ``source_up["bird6"]``.
 Once bird6 has answered, its socket disappearing (BIRD removes it on a clean stop) counts as
 down. A missing ``bird.ctl`` is always down.
@@ -38,7 +48,7 @@ from exporter.bird.parse import (
     parse_status,
     peers_from_protocols,
 )
-from exporter.bird.protocol import BirdClient, BirdError, BirdReplyError, BirdUnavailable
+from exporter.bird.protocol import BirdClient, BirdError, BirdUnavailable
 from exporter.config import BirdSettings
 from exporter.model.bgp import BGPPeer, BirdAgent, NodeBGP, PeerCounts, RouteCount
 from exporter.model.telemetry import Telemetry
@@ -70,6 +80,11 @@ class _Family:
     sink: InvalidSink
     answered_once: bool = False
     up: bool | None = None
+    routes_up: bool | None = None
+
+    @property
+    def routes_source(self) -> str:
+        return f"{self.source}_routes"
 
 
 class BirdPoller:
@@ -176,6 +191,7 @@ class BirdPoller:
         except BirdUnavailable as exc:
             if exc.missing and fam.optional and not fam.answered_once:
                 self._telemetry.source_up.pop(fam.source, None)
+                self._telemetry.source_up.pop(fam.routes_source, None)
                 return None
             self._mark(fam, up=False, reason=str(exc))
             return FamilyState(BirdAgent(fam.ip_version, ready=False))
@@ -188,12 +204,26 @@ class BirdPoller:
 
     def _mark(self, fam: _Family, *, up: bool, reason: str) -> None:
         self._telemetry.source_up[fam.source] = up
+        if not up and self._routes:
+            self._telemetry.source_up[fam.routes_source] = False
+            fam.routes_up = False
         if fam.up is not up:
             if up:
                 log.info("bird_up", source=fam.source, path=fam.client.path)
             else:
                 log.warning("bird_down", source=fam.source, path=fam.client.path, reason=reason)
         fam.up = up
+
+    def _mark_routes(self, fam: _Family, *, up: bool, reason: str) -> None:
+        """Record whether ``show route`` answered this round; log changes only."""
+        self._telemetry.source_up[fam.routes_source] = up
+        if fam.routes_up is not up:
+            if up:
+                log.info("bird_routes_up", source=fam.source, path=fam.client.path)
+            else:
+                log.warning("bird_routes_failed", source=fam.source, path=fam.client.path,
+                            reason=reason)
+        fam.routes_up = up
 
     async def _read_family(self, fam: _Family) -> FamilyState:
         client, sink, v = fam.client, fam.sink, fam.ip_version
@@ -203,11 +233,12 @@ class BirdPoller:
         if self._routes:
             try:
                 routes_reply = await client.command("show route")
-            except BirdReplyError as exc:
-                log.warning("bird_routes_failed", source=fam.source, reason=str(exc))
+            except BirdError as exc:
+                self._mark_routes(fam, up=False, reason=str(exc))
             else:
                 routes = count_routes(iter_routes(routes_reply.lines, on_invalid=sink),
                                       ip_version=v)
+                self._mark_routes(fam, up=True, reason="")
         now = self._clock()
         status = parse_status(status_reply.lines, ip_version=v, greeting=client.greeting,
                               now=now, on_invalid=sink)

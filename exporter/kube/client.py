@@ -13,13 +13,15 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+import yaml
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
-from exporter.config import ConfigError, KubeSettings
+from exporter.config import ConfigError, KubeSettings, load_yaml
 from exporter.kube.resources import Resource
 from exporter.model import RawObject
 
@@ -170,13 +172,67 @@ async def client_configuration(settings: KubeSettings, *,
     if not Path(path).is_file():  # noqa: ASYNC240  (once, at start-up)
         raise ConfigError(f"invalid value for --kubeconfig (CALICO_EXPORTER_KUBECONFIG): "
                           f"no kubeconfig file at {path}")
-    try:
-        await k8s_config.load_kube_config(
-            config_file=path, context=settings.context or None, client_configuration=cfg
-        )
-    except (k8s_config.ConfigException, ValueError, OSError) as exc:
-        raise ConfigError(f"invalid kubeconfig {path}: {exc}") from None
+    problem = kubeconfig_problem(path)
+    if problem is None:
+        try:
+            await k8s_config.load_kube_config(
+                config_file=path, context=settings.context or None, client_configuration=cfg
+            )
+        except (k8s_config.ConfigException, ValueError, OSError) as exc:
+            problem = " ".join(str(exc).split())
+        except (TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+            # kubernetes-asyncio indexes the document without checking its shape
+            problem = f"malformed ({type(exc).__name__}: {exc})"
+    if problem is None:
+        problem = _server_problem(str(cfg.host))
+    if problem is not None:
+        raise ConfigError(f"invalid kubeconfig {path}: {problem}")
     return cfg
+
+
+def kubeconfig_problem(path: str) -> str | None:
+    """Why the file at ``path`` cannot be a kubeconfig, judged from its shape alone (UTF-8
+    YAML, a mapping whose ``clusters``, ``contexts`` and ``users`` are lists of named
+    mappings), or None; what kubernetes-asyncio checks itself is left to it."""
+    try:
+        text = Path(path).read_bytes().decode()
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror}"
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text (byte {exc.start})"
+    try:
+        doc = load_yaml(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return f"not valid YAML: {exc.problem}{where}"
+    except yaml.YAMLError as exc:
+        return f"not valid YAML: {' '.join(str(exc).split())}"
+    if not isinstance(doc, dict):
+        return "not a YAML mapping"
+    for key in ("clusters", "contexts", "users"):
+        items = doc.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list) or not all(
+                isinstance(item, dict) and isinstance(item.get("name"), str) for item in items):
+            return f"{key} must be a list of mappings with a name"
+    for key in ("current-context", "kind", "apiVersion"):
+        if not isinstance(doc.get(key, ""), str):
+            return f"{key} must be a string"
+    return None
+
+
+def _server_problem(host: str) -> str | None:
+    """Why the API server address the kubeconfig gave cannot be requested, or None."""
+    try:
+        url = urlsplit(host)
+        url.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError as exc:
+        return f"server {host!r} is not a URL: {exc}"
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return f"server {host!r} is not an http:// or https:// URL"
+    return None
 
 
 @asynccontextmanager

@@ -19,7 +19,8 @@ BUILD_INFO = MetricSpec(
 )
 SOURCE_UP = MetricSpec(
     "calico_exporter_source_up", "gauge",
-    "1 when a data source (kubernetes, bird, bird6, ...) answered on its last attempt, else 0.",
+    "1 when a data source (kubernetes, bird, bird6, bird_routes and bird6_routes: BIRD's show "
+    "route, probe_config, ...) answered on its last attempt, else 0.",
     ("source",),
 )
 WATCH_EVENTS = MetricSpec(

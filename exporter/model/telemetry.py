@@ -26,7 +26,8 @@ class Telemetry:
     invalid_objects: Counter[str] = field(default_factory=Counter)
     """resource -> number of objects (or selectors, or config lines) that failed to parse."""
     source_up: dict[str, bool] = field(default_factory=dict)
-    """source name (kubernetes, bird, bird6, probes config, ...) -> answers right now."""
+    """source name (kubernetes, bird, bird6, bird_routes, bird6_routes, probe_config, ...) ->
+    answers right now."""
 
     calico_api: tuple[str, str] | None = None
     """(group, version) serving Calico's resources now; None where no Calico API is read."""

@@ -17,6 +17,14 @@ A re-implementation of ``libcalico-go/lib/selector/{tokenizer,parser}``:
   operand, sets sorted and deduplicated, strings quoted with ``"`` unless they contain ``"``.
   Like Calico, ``!(!x)`` prints as ``!!x``, which reads back as ``x``: printing is a fixed point
   from the second round on.
+- Depth: none of its own, as in Calico. Calico's parser recurses once per parenthesis
+  (``parseOperation`` -> ``parseOrExpression``, parser.go at v3.32.1) with no limit, and a Go
+  stack grows to 1 GB, far more than the deepest selector that fits in an object; so what bounds
+  a selector is the object's size (etcd's 1.5 MiB request limit; the CRDs give selectors no
+  ``maxLength``), about 750,000 parentheses. Here nothing recurses on the text: the parser
+  and every walk over the tree use explicit stacks, and a tree deeper than
+  :data:`CLOSURE_DEPTH` is evaluated by an explicit-stack evaluator instead of nested closures.
+  Python's recursion limit is never met, and time and memory stay linear in the text.
 
 Every error names what was expected and where: :class:`SelectorError` carries the 0-based
 ``offset`` into the text and renders it as a 1-based column. Parsed selectors are compiled once
@@ -27,9 +35,10 @@ into a closure over a label getter (``dict.get`` or an endpoint view), and
 from __future__ import annotations
 
 import enum
+from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 MAX_LABEL_LENGTH = 512
 """Calico's ``tokenizer.MaxLabelLength``."""
@@ -155,64 +164,91 @@ _SINGLE = {"(": Tok.LPAREN, ")": Tok.RPAREN, "{": Tok.LBRACE, "}": Tok.RBRACE, "
 _PAIRS = {"=": Tok.EQ, "&": Tok.AND, "|": Tok.OR}
 
 
+class _Tokens:
+    """The tokens of one text as three parallel arrays (kind, value, offset), ending with one
+    EOF token: 24 bytes a token, where a :class:`Token` object costs about 80, which matters for
+    a selector of a megabyte (see :func:`parse_node`)."""
+
+    __slots__ = ("kinds", "offsets", "values")
+
+    def __init__(self) -> None:
+        self.kinds: list[Tok] = []
+        self.values: list[str] = []
+        self.offsets = array("q")
+
+    def token(self, i: int) -> Token:
+        return Token(self.kinds[i], self.values[i], self.offsets[i])
+
+
 def tokenize(text: str) -> list[Token]:
     """The tokens of ``text``, ending with one EOF token; raises SelectorError."""
-    tokens: list[Token] = []
+    tokens = _lex(text)
+    return [tokens.token(i) for i in range(len(tokens.kinds))]
+
+
+def _lex(text: str) -> _Tokens:
+    tokens = _Tokens()
+    labels = tokens.values
+    add_kind, add_value, add_offset = tokens.kinds.append, labels.append, tokens.offsets.append
+    single = _SINGLE.get
     n = len(text)
     i = 0
-    while True:
-        i = _skip_whitespace(text, i)
-        if i >= n:
-            tokens.append(Token(Tok.EOF, "", i))
-            return tokens
+    last = Tok.EOF
+    while i < n:
         c = text[i]
+        if c == " " or c == "\t":
+            i += 1
+            continue
         start = i
-        if c in _SINGLE:
-            tokens.append(Token(_SINGLE[c], "", start))
+        kind = single(c)
+        value = ""
+        if kind is not None:
             i += 1
         elif c == '"' or c == "'":
             end = text.find(c, i + 1)
             if end < 0:
                 raise SelectorError("unterminated string", offset=start)
-            tokens.append(Token(Tok.STRING, text[i + 1 : end], start))
-            i = end + 1
+            kind, value, i = Tok.STRING, text[i + 1 : end], end + 1
         elif c in _PAIRS:
             if not text.startswith(c + c, i):
                 raise SelectorError(f"expected {c}{c}", offset=start)
-            tokens.append(Token(_PAIRS[c], "", start))
-            i += 2
+            kind, i = _PAIRS[c], i + 2
         elif c == "!":
             if text.startswith("!=", i):
-                tokens.append(Token(Tok.NE, "", start))
-                i += 2
+                kind, i = Tok.NE, i + 2
             else:
-                tokens.append(Token(Tok.NOT, "", start))
-                i += 1
-        elif tokens and tokens[-1].kind is Tok.LABEL:
-            i = _operator(text, i, tokens)
+                kind, i = Tok.NOT, i + 1
+        elif last is Tok.LABEL:
+            kind, i = _operator(text, i, labels[-1])
         elif text.startswith("has(", i):
             j = _skip_whitespace(text, i + 4)
-            label, j = _cut_identifier(text, j)
+            value, j = _cut_identifier(text, j)
             j = _skip_whitespace(text, j)
             if not text.startswith(")", j):
                 raise SelectorError("no closing ')' after has(", offset=j)
-            tokens.append(Token(Tok.HAS, label, start))
-            i = j + 1
+            kind, i = Tok.HAS, j + 1
         elif text.startswith("all(", i) or text.startswith("global(", i):
             kind = Tok.ALL if c == "a" else Tok.GLOBAL
             word = "all(" if kind is Tok.ALL else "global("
             j = _skip_whitespace(text, i + len(word))
             if not text.startswith(")", j):
                 raise SelectorError(f"no closing ')' after {word}", offset=j)
-            tokens.append(Token(kind, "", start))
             i = j + 1
         else:
-            label, i = _cut_identifier(text, i)
-            tokens.append(Token(Tok.LABEL, label, start))
+            value, i = _cut_identifier(text, i)
+            kind = Tok.LABEL
+        add_kind(kind)
+        add_value(value)
+        add_offset(start)
+        last = kind
+    add_kind(Tok.EOF)
+    add_value("")
+    add_offset(n)
+    return tokens
 
 
-def _operator(text: str, i: int, tokens: list[Token]) -> int:
-    """Lex the word operator that must follow a label; returns the new position."""
+def _operator(text: str, i: int, label: str) -> tuple[Tok, int]:
+    """The word operator that must follow a label, and the position after it."""
     for kind, words in (
         (Tok.CONTAINS, ("contains",)),
         (Tok.STARTS_WITH, ("starts", "with")),
@@ -222,9 +258,8 @@ def _operator(text: str, i: int, tokens: list[Token]) -> int:
     ):
         end = _cut_word(text, i, words[0]) if len(words) == 1 else _cut_words(text, i, *words)
         if end >= 0:
-            tokens.append(Token(kind, "", i))
-            return end
-    raise SelectorError(f"expected operator after label {tokens[-1].value!r}", offset=i)
+            return kind, end
+    raise SelectorError(f"expected operator after label {label!r}", offset=i)
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,116 +337,139 @@ _MATCH_OPS: dict[Tok, MatchOp] = {
 # Parser
 
 
-class _Parser:
-    __slots__ = ("i", "tokens")
+def _describe(tokens: _Tokens, i: int) -> str:
+    return tokens.token(i).describe()
 
-    def __init__(self, tokens: list[Token]) -> None:
-        self.tokens = tokens
-        self.i = 0
 
-    def peek(self) -> Token:
-        return self.tokens[self.i]
-
-    def parse_or(self) -> Node:
-        nodes = [self.parse_and()]
-        while self.peek().kind is Tok.OR:
-            self.i += 1
-            nodes.append(self.parse_and())
-        return nodes[0] if len(nodes) == 1 else Or(tuple(nodes))
-
-    def parse_and(self) -> Node:
-        nodes = [self.parse_operation()]
-        while self.peek().kind is Tok.AND:
-            self.i += 1
-            nodes.append(self.parse_operation())
-        return nodes[0] if len(nodes) == 1 else And(tuple(nodes))
-
-    def parse_operation(self) -> Node:
-        negated = False
-        while self.peek().kind is Tok.NOT:
-            negated = not negated
-            self.i += 1
-        tok = self.peek()
-        node: Node
-        if tok.kind is Tok.HAS:
-            node = Has(tok.value)
-            self.i += 1
-        elif tok.kind is Tok.ALL:
-            node = All()
-            self.i += 1
-        elif tok.kind is Tok.GLOBAL:
-            node = Global()
-            self.i += 1
-        elif tok.kind is Tok.LABEL:
-            node = self.parse_label_operation(tok)
-        elif tok.kind is Tok.LPAREN:
-            self.i += 1
-            node = self.parse_or()
-            close = self.peek()
-            if close.kind is not Tok.RPAREN:
-                raise SelectorError(f"expected ')', found {close.describe()}", offset=close.offset)
-            self.i += 1
-        else:
-            raise SelectorError(f"unexpected {tok.describe()}", offset=tok.offset)
-        return Not(node) if negated else node
-
-    def parse_label_operation(self, label: Token) -> Node:
-        tokens = self.tokens
-        if len(tokens) - self.i < 3:
-            end = tokens[-1]
-            raise SelectorError(
-                f"expected operator after label {label.value!r}, found end of selector",
-                offset=end.offset,
-            )
-        op = tokens[self.i + 1]
-        operand = tokens[self.i + 2]
-        match_op = _MATCH_OPS.get(op.kind)
-        if match_op is not None:
-            if operand.kind is not Tok.STRING:
-                raise SelectorError(
-                    f"expected string after '{op.kind.value}', found {operand.describe()}",
-                    offset=operand.offset,
-                )
-            self.i += 3
-            return Match(label.value, match_op, operand.value)
-        if op.kind is Tok.IN or op.kind is Tok.NOT_IN:
-            if operand.kind is not Tok.LBRACE:
-                raise SelectorError(
-                    f"expected set literal after '{op.kind.value}', found {operand.describe()}",
-                    offset=operand.offset,
-                )
-            j = self.i + 3
-            values: list[str] = []
-            while tokens[j].kind is Tok.STRING:
-                values.append(tokens[j].value)
-                j += 1
-                if tokens[j].kind is Tok.COMMA:
-                    j += 1
-                else:
-                    break
-            if tokens[j].kind is not Tok.RBRACE:
-                raise SelectorError(
-                    f"expected '}}', found {tokens[j].describe()}", offset=tokens[j].offset
-                )
-            self.i = j + 1
-            return SetMatch(label.value, op.kind is Tok.NOT_IN, tuple(sorted(set(values))))
+def _operation(tokens: _Tokens, i: int) -> tuple[Node, int]:
+    """The operation (not a parenthesised group) starting at token ``i``, and the next index."""
+    kinds, values = tokens.kinds, tokens.values
+    kind = kinds[i]
+    if kind is Tok.HAS:
+        return Has(values[i]), i + 1
+    if kind is Tok.ALL:
+        return All(), i + 1
+    if kind is Tok.GLOBAL:
+        return Global(), i + 1
+    if kind is not Tok.LABEL:
+        raise SelectorError(f"unexpected {_describe(tokens, i)}", offset=tokens.offsets[i])
+    label = values[i]
+    if len(kinds) - i < 3:
         raise SelectorError(
-            f"expected operator after label {label.value!r}, found {op.describe()}",
-            offset=op.offset,
+            f"expected operator after label {label!r}, found end of selector",
+            offset=tokens.offsets[-1],
         )
+    op = kinds[i + 1]
+    operand = kinds[i + 2]
+    match_op = _MATCH_OPS.get(op)
+    if match_op is not None:
+        if operand is not Tok.STRING:
+            raise SelectorError(
+                f"expected string after '{op.value}', found {_describe(tokens, i + 2)}",
+                offset=tokens.offsets[i + 2],
+            )
+        return Match(label, match_op, values[i + 2]), i + 3
+    if op is Tok.IN or op is Tok.NOT_IN:
+        if operand is not Tok.LBRACE:
+            raise SelectorError(
+                f"expected set literal after '{op.value}', found {_describe(tokens, i + 2)}",
+                offset=tokens.offsets[i + 2],
+            )
+        j = i + 3
+        members: list[str] = []
+        while kinds[j] is Tok.STRING:
+            members.append(values[j])
+            j += 1
+            if kinds[j] is Tok.COMMA:
+                j += 1
+            else:
+                break
+        if kinds[j] is not Tok.RBRACE:
+            raise SelectorError(
+                f"expected '}}', found {_describe(tokens, j)}", offset=tokens.offsets[j]
+            )
+        return SetMatch(label, op is Tok.NOT_IN, tuple(sorted(set(members)))), j + 1
+    raise SelectorError(
+        f"expected operator after label {label!r}, found {_describe(tokens, i + 1)}",
+        offset=tokens.offsets[i + 1],
+    )
+
+
+def _parse_tokens(tokens: _Tokens) -> tuple[Node, int]:
+    """Calico's recursive descent (``parseOrExpression`` -> ``parseAndExpression`` ->
+    ``parseOperation``, which recurses into ``parseOrExpression`` after ``(``) without
+    recursion: the ``&&`` and ``||`` operands read so far wait on two flat stacks, and each open
+    parenthesis remembers only whether it was negated and where its operands start. The same
+    tree, the same errors at the same offsets, at any depth (the root, and the index of the
+    first token after it)."""
+    kinds = tokens.kinds
+    ands: list[Node] = []  # operands of the && chains being read, innermost last
+    ors: list[Node] = []  # finished && chains of the || chains being read
+    negated_groups: list[bool] = []  # per open parenthesis: negated
+    and_starts: list[int] = []  # per open parenthesis: the enclosing && chain's start in ands
+    or_starts: list[int] = []  # per open parenthesis: the enclosing || chain's start in ors
+    and_start = or_start = 0
+    i = 0
+    while True:
+        negated = False
+        while kinds[i] is Tok.NOT:
+            negated = not negated
+            i += 1
+        if kinds[i] is Tok.LPAREN:
+            negated_groups.append(negated)
+            and_starts.append(and_start)
+            or_starts.append(or_start)
+            and_start, or_start = len(ands), len(ors)
+            i += 1
+            continue
+        node, i = _operation(tokens, i)
+        if negated:
+            node = Not(node)
+        while True:
+            ands.append(node)
+            kind = kinds[i]
+            if kind is Tok.AND:
+                i += 1
+                break
+            if len(ands) - and_start == 1:
+                ors.append(ands.pop())
+            else:
+                ors.append(And(tuple(ands[and_start:])))
+                del ands[and_start:]
+            if kind is Tok.OR:
+                i += 1
+                break
+            if len(ors) - or_start == 1:
+                node = ors.pop()
+            else:
+                node = Or(tuple(ors[or_start:]))
+                del ors[or_start:]
+            if not negated_groups:
+                return node, i
+            if kind is not Tok.RPAREN:
+                raise SelectorError(f"expected ')', found {_describe(tokens, i)}",
+                                    offset=tokens.offsets[i])
+            i += 1
+            and_start, or_start = and_starts.pop(), or_starts.pop()
+            if negated_groups.pop():
+                node = Not(node)
 
 
 def parse_node(text: str) -> Node:
-    """The AST of ``text``; raises SelectorError naming the position."""
-    tokens = tokenize(text)
-    if tokens[0].kind is Tok.EOF:
+    """The AST of ``text``; raises SelectorError naming the position.
+
+    No depth limit, as in Calico: its parser recurses once per parenthesis with no bound of
+    its own, so only the size of the object bounds a selector (etcd's 1.5 MiB request limit, a
+    nesting depth of about 750,000), and that parses here too, in time and memory linear in
+    the text."""
+    tokens = _lex(text)
+    if tokens.kinds[0] is Tok.EOF:
         return All()
-    parser = _Parser(tokens)
-    node = parser.parse_or()
-    rest = parser.peek()
-    if rest.kind is not Tok.EOF:
+    node, i = _parse_tokens(tokens)
+    if tokens.kinds[i] is not Tok.EOF:
         raise SelectorError(
-            f"unexpected content at end of selector: {rest.describe()}", offset=rest.offset
+            f"unexpected content at end of selector: {_describe(tokens, i)}",
+            offset=tokens.offsets[i],
         )
     return node
 
@@ -426,7 +484,30 @@ def _quote(value: str) -> str:
 
 
 def canonical(node: Node) -> str:
-    """Calico's ``String()`` of a selector AST."""
+    """Calico's ``String()`` of a selector AST (iterative: any depth, linear time)."""
+    parts: list[str] = []
+    todo: list[Node | str] = [node]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            parts.append(item)
+        elif isinstance(item, Not):
+            parts.append("!")
+            todo.append(item.operand)
+        elif isinstance(item, And | Or):
+            joiner = " && " if isinstance(item, And) else " || "
+            parts.append("(")
+            todo.append(")")
+            for index in range(len(item.operands) - 1, -1, -1):
+                todo.append(item.operands[index])
+                if index:
+                    todo.append(joiner)
+        else:
+            parts.append(_leaf_text(item))
+    return "".join(parts)
+
+
+def _leaf_text(node: Node) -> str:
     if isinstance(node, All):
         return "all()"
     if isinstance(node, Global):
@@ -435,13 +516,57 @@ def canonical(node: Node) -> str:
         return f"has({node.label})"
     if isinstance(node, Match):
         return f"{node.label} {node.op} {_quote(node.value)}"
-    if isinstance(node, SetMatch):
-        op = "not in" if node.negated else "in"
-        return f"{node.label} {op} {{{', '.join(_quote(v) for v in node.values)}}}"
-    if isinstance(node, Not):
-        return "!" + canonical(node.operand)
-    joiner = " && " if isinstance(node, And) else " || "
-    return "(" + joiner.join(canonical(op) for op in node.operands) + ")"
+    assert isinstance(node, SetMatch)
+    op = "not in" if node.negated else "in"
+    return f"{node.label} {op} {{{', '.join(_quote(v) for v in node.values)}}}"
+
+
+# --------------------------------------------------------------------------------------------
+# Walking the tree without recursion
+
+R = TypeVar("R")
+
+
+def _fold(node: Node, leaf: Callable[[Node], R], combine: Callable[[Node, list[R]], R]) -> R:
+    """Bottom-up over the tree with an explicit stack: ``leaf(n)`` for every leaf,
+    ``combine(n, results of its operands in order)`` for every ``!``, ``&&`` and ``||``."""
+    results: list[R] = []
+    todo: list[tuple[Node, bool]] = [(node, False)]
+    while todo:
+        item, expanded = todo.pop()
+        if isinstance(item, Not):
+            if expanded:
+                results.append(combine(item, [results.pop()]))
+            else:
+                todo.append((item, True))
+                todo.append((item.operand, False))
+        elif isinstance(item, And | Or):
+            if expanded:
+                count = len(item.operands)
+                operands = results[-count:]
+                del results[-count:]
+                results.append(combine(item, operands))
+            else:
+                todo.append((item, True))
+                todo.extend((op, False) for op in reversed(item.operands))
+        else:
+            results.append(leaf(item))
+    return results[0]
+
+
+def deeper_than(node: Node, limit: int) -> bool:
+    """Whether the tree nests more than ``limit`` levels (a leaf is 1; each ``!``, ``&&`` or
+    ``||`` above it adds one); stops at the first path that does."""
+    todo: list[tuple[Node, int]] = [(node, 1)]
+    while todo:
+        item, level = todo.pop()
+        if level > limit:
+            return True
+        if isinstance(item, Not):
+            todo.append((item.operand, level + 1))
+        elif isinstance(item, And | Or):
+            todo.extend((op, level + 1) for op in item.operands)
+    return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,56 +575,135 @@ def canonical(node: Node) -> str:
 
 def label_names(node: Node) -> frozenset[str]:
     """Every label name the selector reads."""
-    if isinstance(node, Has | Match | SetMatch):
-        return frozenset((node.label,))
-    if isinstance(node, Not):
-        return label_names(node.operand)
-    if isinstance(node, And | Or):
-        return frozenset().union(*(label_names(op) for op in node.operands))
-    return frozenset()
+    names: set[str] = set()
+    todo: list[Node] = [node]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, Has | Match | SetMatch):
+            names.add(item.label)
+        elif isinstance(item, Not):
+            todo.append(item.operand)
+        elif isinstance(item, And | Or):
+            todo.extend(item.operands)
+    return frozenset(names)
 
 
 def with_prefix(node: Node, prefix: str) -> Node:
     """Calico's ``PrefixVisitor``: every label name gets ``prefix`` (``pcns.``, ``pcsa.``)."""
-    if isinstance(node, Has):
-        return Has(prefix + node.label)
-    if isinstance(node, Match):
-        return Match(prefix + node.label, node.op, node.value)
-    if isinstance(node, SetMatch):
-        return SetMatch(prefix + node.label, node.negated, node.values)
-    if isinstance(node, Not):
-        return Not(with_prefix(node.operand, prefix))
-    if isinstance(node, And):
-        return And(tuple(with_prefix(op, prefix) for op in node.operands))
-    if isinstance(node, Or):
-        return Or(tuple(with_prefix(op, prefix) for op in node.operands))
-    return node
+
+    def leaf(item: Node) -> Node:
+        if isinstance(item, Has):
+            return Has(prefix + item.label)
+        if isinstance(item, Match):
+            return Match(prefix + item.label, item.op, item.value)
+        if isinstance(item, SetMatch):
+            return SetMatch(prefix + item.label, item.negated, item.values)
+        return item
+
+    def combine(item: Node, operands: list[Node]) -> Node:
+        if isinstance(item, Not):
+            return Not(operands[0])
+        return And(tuple(operands)) if isinstance(item, And) else Or(tuple(operands))
+
+    return _fold(node, leaf, combine)
 
 
 # --------------------------------------------------------------------------------------------
 # Compilation
+
+CLOSURE_DEPTH = 48
+"""Trees up to this deep compile into nested closures (the fast path: one Python call per
+node); deeper ones, which only a hostile or generated selector has, into an explicit-stack
+evaluator, so that evaluating never meets Python's recursion limit."""
 
 
 def _always(get: Getter) -> bool:
     return True
 
 
-def compile_node(node: Node) -> Predicate:
-    """A closure evaluating ``node`` against a label getter, with Calico's semantics."""
-    if isinstance(node, All | Global):
-        return _always
+def compile_node(node: Node, *, closure_depth: int = CLOSURE_DEPTH) -> Predicate:
+    """A predicate evaluating ``node`` against a label getter, with Calico's semantics: nested
+    closures when the tree is at most ``closure_depth`` deep, else the explicit-stack
+    evaluator."""
+    if not deeper_than(node, closure_depth):
+        return _compile_closures(node)
+    return _compile_deep(node)
+
+
+def _compile_leaf(node: Node) -> Predicate:
     if isinstance(node, Has):
         return _compile_has(node.label)
     if isinstance(node, Match):
         return _compile_match(node.label, node.op, node.value)
     if isinstance(node, SetMatch):
         return _compile_set(node.label, node.negated, frozenset(node.values))
+    return _always
+
+
+def _compile_closures(node: Node) -> Predicate:
+    """Nested closures; recursive, so only for trees at most CLOSURE_DEPTH deep."""
     if isinstance(node, Not):
-        return _compile_not(compile_node(node.operand))
-    predicates = tuple(compile_node(op) for op in node.operands)
-    if isinstance(node, And):
-        return _compile_and(predicates)
-    return _compile_or(predicates)
+        return _compile_not(_compile_closures(node.operand))
+    if isinstance(node, And | Or):
+        predicates = tuple(_compile_closures(op) for op in node.operands)
+        return _compile_and(predicates) if isinstance(node, And) else _compile_or(predicates)
+    return _compile_leaf(node)
+
+
+class _Op:
+    """An inner node of a deep tree: ``stop`` is False for ``&&`` (a false operand decides),
+    True for ``||`` (a true one does), None for ``!``."""
+
+    __slots__ = ("children", "stop")
+
+    def __init__(self, stop: bool | None, children: tuple[_Op | Predicate, ...]) -> None:
+        self.stop = stop
+        self.children = children
+
+
+def _deep_op(node: Node, children: list[_Op | Predicate]) -> _Op | Predicate:
+    if isinstance(node, Not):
+        child = children[0]
+        if isinstance(child, _Op) and child.stop is None:
+            return child.children[0]  # !!x evaluates as x
+        return _Op(None, (child,))
+    return _Op(isinstance(node, Or), tuple(children))
+
+
+def _compile_deep(node: Node) -> Predicate:
+    root = _fold(node, _compile_leaf, _deep_op)
+    if not isinstance(root, _Op):
+        return root
+
+    def deep(get: Getter) -> bool:
+        return _evaluate(root, get)
+
+    return deep
+
+
+def _evaluate(root: _Op, get: Getter) -> bool:
+    """Evaluate a deep tree with an explicit stack, short-circuiting as the closures do."""
+    frames: list[list[Any]] = []  # [op, index of the operand being evaluated]
+    node: _Op | Predicate = root
+    while True:
+        while isinstance(node, _Op):
+            frames.append([node, 0])
+            node = node.children[0]
+        value = bool(node(get))
+        while frames:
+            frame = frames[-1]
+            op: _Op = frame[0]
+            if op.stop is None:
+                value = not value
+            elif value is not op.stop:
+                index = frame[1] + 1
+                if index < len(op.children):
+                    frame[1] = index
+                    node = op.children[index]
+                    break
+            frames.pop()
+        else:
+            return value
 
 
 def _compile_has(label: str) -> Predicate:

@@ -53,16 +53,17 @@ one line (``probes[2] "web": timeout: must be greater than 0``); :func:`load_pro
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
-from exporter.config import DURATION_SYNTAX, ConfigError, parse_duration
+from exporter.config import DURATION_SYNTAX, ConfigError, load_yaml, parse_duration
 from exporter.probes.outcome import (
     DEFAULT_DENY_OUTCOMES,
     DNS_DEFAULT_DENY_OUTCOMES,
@@ -126,7 +127,12 @@ FIELDS: tuple[Field, ...] = (
     Field("protocol", "probe", "http, tcp, dns or icmp", "What the probe does."),
     Field("target", "probe", "string",
           "http: an http:// or https:// URL; tcp: host:port or [IPv6]:port; dns: the name to "
-          "look up (absolute: no search list); icmp: a host name or IP address."),
+          "look up (absolute: no search list); icmp: a host name or IP address. Shown in "
+          "`calico_probe_info` and logs without `user:password@` and with the value of every "
+          "credential-like query or fragment parameter (`token`, `access_token`, `apikey`, "
+          "`key`, `password`, `sig`, `X-Amz-Signature`, any name containing `token`, `secret`, "
+          "`auth`, `credential` or ending in `key`, ...) replaced by `REDACTED`; a secret in "
+          "the path is not recognised."),
     Field("expect", "probe", "allow or deny",
           "The verdict policy should give: `allow` matches a `success` outcome, `deny` one of "
           "`deny_outcomes`."),
@@ -190,6 +196,43 @@ METADATA_ADDRESSES = frozenset({
 METADATA_NAMES = frozenset({"metadata.google.internal", "metadata.goog",
                             "instance-data", "instance-data.ec2.internal"})
 """Names of metadata services, refused as probe targets without ``allow_link_local``."""
+
+
+REDACTED = "REDACTED"
+"""What a credential-like query or fragment parameter's value is shown as."""
+
+_CREDENTIAL_NAMES = frozenset({"key", "sig", "pass", "pwd", "code", "jwt", "sid", "otp"})
+"""Normalised query-parameter names (lower case, letters and digits only) that carry a secret:
+``key`` (Google APIs), ``sig`` (Azure SAS), ``code`` (OAuth), and short password spellings."""
+_CREDENTIAL_PARTS = ("token", "secret", "passw", "passphrase", "signature", "credential",
+                     "auth", "session", "apikey", "privatekey", "accesskey")
+"""Parts that make any name credential-like: ``access_token``, ``X-Amz-Signature``,
+``X-Amz-Credential``, ``X-Amz-Security-Token``, ``client_secret``, ``password``, ``api-key``,
+``authorization``, ``sessionid``; and every name ending in ``key`` (``x-api-key``,
+``subscription-key``)."""
+_USERINFO = re.compile(r"(?<=//)[^/?#\s]*@")
+_PARAMETER = re.compile(r"(?<=[?&#;])([^=&#;\s]+)=([^&#;\s]*)")
+
+
+def credential_like(name: str) -> bool:
+    """Whether a query (or fragment) parameter name looks like it carries a secret."""
+    normal = "".join(c for c in unquote(name).lower() if c.isalnum())
+    return (normal in _CREDENTIAL_NAMES or normal.endswith("key")
+            or any(part in normal for part in _CREDENTIAL_PARTS))
+
+
+def redact_url(text: str) -> str:
+    """``text`` (a URL, or a message quoting one, valid or not) without ``user:password@``
+    and with the value of every credential-like query or fragment parameter
+    (:func:`credential_like`: ``?token=``, ``access_token``, ``apikey``, ``key``, ``password``,
+    ``sig``, ...) replaced by REDACTED. A secret in the path cannot be told apart and stays."""
+    if "//" in text:
+        text = _USERINFO.sub("", text)
+    if "=" not in text:
+        return text
+    return _PARAMETER.sub(
+        lambda m: f"{m.group(1)}={REDACTED}" if m.group(2) and credential_like(m.group(1))
+        else m.group(0), text)
 
 
 class ProbeConfigError(ConfigError):
@@ -273,11 +316,8 @@ class Probe:
 
     @property
     def public_target(self) -> str:
-        """The target without URL credentials (``user:password@``), for labels and logs."""
-        if self.protocol != "http" or "@" not in self.target:
-            return self.target
-        url = urlsplit(self.target)
-        return url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()
+        """The target without credentials (:func:`redact_url`), for labels and logs."""
+        return redact_url(self.target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +381,7 @@ def validate_probe_config(path: str) -> list[str]:
 def parse_probe_config(text: str) -> tuple[ProbeConfig | None, list[str]]:
     """Parse YAML text: (config, []) when valid, else (None, problems)."""
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -458,14 +498,18 @@ def _duration(where: str, value: object, errors: list[str]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         errors.append(f"{where}: {_q(value)} is not {DURATION_SYNTAX}")
         return None
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        try:
-            seconds = parse_duration(value)
-        except ValueError:
-            errors.append(f"{where}: {_q(value)} is not {DURATION_SYNTAX}")
-            return None
+    try:
+        seconds = float(value) if isinstance(value, int | float) else parse_duration(value)
+    except OverflowError:
+        seconds = math.inf
+    except ValueError:
+        errors.append(f"{where}: {_q(value)} is not {DURATION_SYNTAX}")
+        return None
+    if not math.isfinite(seconds):
+        shown = _q(value)
+        shown = shown if len(shown) <= 40 else f"{shown[:37]}..."
+        errors.append(f"{where}: {shown} is not a finite duration")
+        return None
     if where.endswith("interval") and seconds < MIN_INTERVAL:
         errors.append(f"{where}: must be at least {format_duration(MIN_INTERVAL)}")
         return None
@@ -746,13 +790,13 @@ def _parse_params(p: _ProbeParser, protocol: ProtocolName, target: str) -> Param
         split = _split_host_port(target)
         port = _port(split[1]) if split else None
         if split is None or port is None or not _is_host(split[0]):
-            p.error("target", f"{_q(target)} is not host:port")
+            p.error("target", f"{_q(redact_url(target))} is not host:port")
             return None
         return TcpParams(split[0], port)
     if protocol == "dns":
         return _parse_dns(p, target)
     if not _is_host(target):
-        p.error("target", f"{_q(target)} is not a host name or IP address")
+        p.error("target", f"{_q(redact_url(target))} is not a host name or IP address")
         return None
     return IcmpParams(target)
 
@@ -767,7 +811,7 @@ def _parse_http(p: _ProbeParser, target: str) -> HttpParams | None:
     except ValueError:
         host = None
     if scheme not in ("http", "https") or not host or not _is_host(host):
-        p.error("target", f"{_q(target)} is not an http:// or https:// URL")
+        p.error("target", f"{_q(redact_url(target))} is not an http:// or https:// URL")
         ok = False
     method = p.raw.get("method", "GET")
     if method not in HTTP_METHODS:
@@ -812,7 +856,7 @@ def _expect_status(p: _ProbeParser, raw: object) -> tuple[tuple[int, int], ...] 
 def _parse_dns(p: _ProbeParser, target: str) -> DnsParams | None:
     ok = True
     if not _is_hostname(target):
-        p.error("target", f"{_q(target)} is not a DNS name")
+        p.error("target", f"{_q(redact_url(target))} is not a DNS name")
         ok = False
     record_type = p.raw.get("type", "A")
     if record_type not in DNS_TYPES:
@@ -879,9 +923,11 @@ __all__ = [
     "Source",
     "TcpParams",
     "agents",
+    "credential_like",
     "format_duration",
     "load_probe_config",
     "parse_probe_config",
+    "redact_url",
     "resolve_source_namespace",
     "validate_probe_config",
 ]

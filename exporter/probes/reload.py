@@ -1,9 +1,14 @@
 """Hot reload of the probe configuration file: on change (polled) and on SIGHUP.
 
-Every ``poll_interval`` seconds the file is ``stat``-ed (following symlinks, so the atomic
-``..data`` symlink swap of a Kubernetes ConfigMap volume is seen as a new inode); a new
-(device, inode, mtime, size) whose content differs from the last load triggers a reload. SIGHUP
-(or :meth:`ConfigReloader.request_reload`) reloads unconditionally. No file-watching dependency.
+Every ``poll_interval`` seconds the file is read (following symlinks, so the atomic ``..data``
+symlink swap of a Kubernetes ConfigMap volume is followed) and compared with what the last
+attempt read, good or bad; any difference triggers a reload. Content, not ``stat``: a probe file
+is a few kilobytes, and no signature of (inode, mtime, size) sees every change. A file written
+back to an earlier version after a bad edit keeps the bad version's inode and size, and an mtime
+that can equal it (one timestamp tick, ``cp -p``, ``touch -r``); comparing with the last *good*
+load instead would take such a revert for "unchanged" and leave the failed reload reported
+until SIGHUP. SIGHUP (or :meth:`ConfigReloader.request_reload`) reloads unconditionally. No
+file-watching dependency.
 
 A good file is applied to the scheduler (unchanged probes keep their results and schedule). A bad
 one keeps the running configuration, logs one ``probe_config_reload_failed`` line with the first
@@ -17,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import time
 from collections.abc import Coroutine
@@ -33,18 +37,7 @@ from exporter.probes.scheduler import Scheduler
 
 log = structlog.get_logger(__name__)
 
-Signature = tuple[int, int, int, int] | None
-"""(st_dev, st_ino, st_mtime_ns, st_size) of the file, None when it cannot be stat-ed."""
-
 TELEMETRY_SOURCE = "probe_config"
-
-
-def file_signature(path: str) -> Signature:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 class ConfigReloader:
@@ -67,8 +60,8 @@ class ConfigReloader:
         self._status.path = path
         self._telemetry = telemetry
         self._poll_interval = poll_interval
-        self._signature: Signature = None
-        self._content: bytes | None = None
+        self._seen: bytes | None = None
+        """What the last attempt read (None: it could not read the file)."""
         self._requested = asyncio.Event()
         self._config: ProbeConfig | None = None
         self._errors: list[str] = []
@@ -90,11 +83,12 @@ class ConfigReloader:
 
     def reload(self, *, reason: str) -> bool:
         """Read, validate and apply the file now; False (old config kept) when it is bad."""
-        self._signature = file_signature(self.path)
         try:
             content = Path(self.path).read_bytes()
         except OSError as exc:
+            self._seen = None
             return self._failed(reason, [f"cannot read: {exc.strerror}"])
+        self._seen = content
         try:
             text = content.decode()
         except UnicodeDecodeError:
@@ -102,7 +96,6 @@ class ConfigReloader:
         config, errors = parse_probe_config(text)
         if config is None:
             return self._failed(reason, errors)
-        self._content = content
         self._config = config
         mine = config.for_namespace(self.namespace)
         before = {p.name: p for p in self._scheduler.probes}
@@ -150,18 +143,13 @@ class ConfigReloader:
         return False
 
     def _changed(self) -> bool:
-        signature = file_signature(self.path)
-        if signature == self._signature:
-            return False
-        if signature is not None and self._content is not None:
-            try:
-                same = Path(self.path).read_bytes() == self._content
-            except OSError:
-                same = False
-            if same:
-                self._signature = signature
-                return False
-        return True
+        """Whether the file now differs from what the last attempt read (a file that cannot
+        be read differs from one that could, once)."""
+        try:
+            content = Path(self.path).read_bytes()
+        except OSError:
+            return self._seen is not None
+        return content != self._seen
 
     async def run(self, stop: asyncio.Event | None = None, *, handle_sighup: bool = True) -> None:
         """Poll the file and serve reload requests until ``stop`` is set (or cancellation);
@@ -203,4 +191,4 @@ async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-__all__ = ["TELEMETRY_SOURCE", "ConfigReloader", "file_signature"]
+__all__ = ["TELEMETRY_SOURCE", "ConfigReloader"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from exporter.probes.config import Probe, ProtocolName
+from exporter.probes.config import Probe, ProtocolName, redact_url
 from exporter.probes.outcome import Attempt, Outcome, verdict
 from exporter.probes.probers import PROBERS, Prober, run_attempt
 from exporter.probes.results import Results, RunResult
@@ -233,7 +233,7 @@ def _log_change(probe: Probe, previous: RunResult | None, run: RunResult) -> Non
         "outcome": run.outcome.value,
         "result": run.result,
         "previous": previous.outcome.value if previous is not None else None,
-        "detail": run.detail,
+        "detail": redact_url(run.detail),
     }
     if run.result == "match":
         log.info("probe_verdict", **fields)

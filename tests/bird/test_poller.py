@@ -14,7 +14,7 @@ from exporter.config import BirdSettings
 from exporter.metrics.bgp import BGPCollector, families
 from exporter.model.bgp import BGPPeer, BirdAgent, NodeBGP, PeerCounts, RouteCount
 from exporter.model.telemetry import Telemetry
-from tests.bird.fakebird import HANG, FakeBird, Script
+from tests.bird.fakebird import CLOSE, HANG, FakeBird, Script
 from tests.bird.transcripts import REAL
 
 NOW = parse_bird_time("2026-11-26 06:43:51")
@@ -107,7 +107,8 @@ async def test_poll_builds_node_bgp_for_both_families(tmp_path: Path) -> None:
     assert set(node.routes) == {
         RouteCount(4, "FIB", "NodeMesh", 2), RouteCount(4, "FIB", "Static", 1),
         RouteCount(4, "FIB", "Direct", 1), RouteCount(6, "FIB", "NodeMesh", 1)}
-    assert telemetry.source_up == {"bird": True, "bird6": True}
+    assert telemetry.source_up == {"bird": True, "bird6": True, "bird_routes": True,
+                                   "bird6_routes": True}
     assert p.polled.is_set()
 
 
@@ -145,7 +146,7 @@ async def test_missing_bird6_means_no_ipv6(tmp_path: Path) -> None:
         finally:
             await p.close()
     assert [a.ip_version for a in node.agents] == [4]
-    assert telemetry.source_up == {"bird": True}
+    assert telemetry.source_up == {"bird": True, "bird_routes": True}
 
 
 async def test_bird_not_answering_is_down_not_a_crash(tmp_path: Path) -> None:
@@ -156,12 +157,12 @@ async def test_bird_not_answering_is_down_not_a_crash(tmp_path: Path) -> None:
         node = await p.poll_once()
         assert node.agents == (BirdAgent(4, ready=False),)
         assert (node.counts, node.peers, node.routes) == ((), (), ())
-        assert telemetry.source_up == {"bird": False}
+        assert telemetry.source_up == {"bird": False, "bird_routes": False}
         assert samples(p)["calico_bird_ready", ("node-1", "4")] == 0
         async with FakeBird(str(tmp_path / "bird.ctl"), {**V4, "show status": HANG}):
             node = await p.poll_once()
         assert node.agents == (BirdAgent(4, ready=False),)
-        assert telemetry.source_up == {"bird": False}
+        assert telemetry.source_up == {"bird": False, "bird_routes": False}
     finally:
         await p.close()
 
@@ -178,7 +179,8 @@ async def test_bird6_stopping_after_answering_is_down(tmp_path: Path) -> None:
             node = await p.poll_once()
         finally:
             await p.close()
-    assert telemetry.source_up == {"bird": True, "bird6": False}
+    assert telemetry.source_up == {"bird": True, "bird6": False, "bird_routes": True,
+                                   "bird6_routes": False}
     assert node.agents[1] == BirdAgent(6, ready=False)
     assert [peer.ip_version for peer in node.peers] == [4, 4]
 
@@ -194,6 +196,40 @@ async def test_show_route_error_keeps_peers(tmp_path: Path) -> None:
             await p.close()
     assert node.routes == ()
     assert len(node.peers) == 2
+
+
+@pytest.mark.parametrize("failure", [HANG, CLOSE])
+async def test_show_route_failure_loses_only_that_rounds_routes(tmp_path: Path,
+                                                                failure: str) -> None:
+    """Issue 12: a show route that times out (a big table) or is cut off marks only that
+    round's route counts unknown: calico_bgp_routes of the family has no series (neither 0
+    nor stale), while readiness, peers and their per-peer route counts stay and the family's
+    source stays up; source_up["bird_routes"] shows the failure. The next round that answers
+    brings the routes back, on a new connection."""
+    telemetry = Telemetry()
+    p = poller(tmp_path, telemetry, bird_timeout=0.3)
+    fake = FakeBird(str(tmp_path / "bird.ctl"), dict(V4))
+    async with fake:
+        try:
+            await p.poll_once()
+            healthy = samples(p)
+            fake.script["show route"] = failure
+            node = await p.poll_once()
+            failed, failed_up = samples(p), dict(telemetry.source_up)
+            fake.script["show route"] = V4["show route"]
+            await p.poll_once()
+            again = samples(p)
+        finally:
+            await p.close()
+    assert [(a.ip_version, a.ready) for a in node.agents] == [(4, True)]
+    assert len(node.peers) == 2
+    assert node.routes == ()
+    assert failed_up == {"bird": True, "bird_routes": False}
+    assert telemetry.source_up == {"bird": True, "bird_routes": True}
+    routes = [k for k in healthy if k[0] == "calico_bgp_routes"]
+    assert routes
+    assert {k: v for k, v in healthy.items() if k not in routes} == failed
+    assert again == healthy
 
 
 async def test_routes_can_be_switched_off(tmp_path: Path) -> None:

@@ -237,7 +237,7 @@ async def test_poller_reports_real_mesh(lab: Lab, tmp_path: Path) -> None:
         assert set(node.routes) == {RouteCount(4, "FIB", "NodeMesh", 2),
                                     RouteCount(4, "FIB", "Static", 1),
                                     RouteCount(4, "FIB", "Direct", 1)}
-        assert telemetry.source_up == {"bird": True}
+        assert telemetry.source_up == {"bird": True, "bird_routes": True}
         assert peer_up(node) == {"198.18.0.3": 1.0, "198.18.0.4": 1.0}
 
         # Stop the BIRD of 198.18.0.4: down by the second round at the latest.

@@ -42,9 +42,6 @@ from exporter.policy.selector import SelectorCache, SelectorError
 from exporter.policy.wiring import PolicyStores, wire_policy_index
 
 DATA = Path(__file__).resolve().parent / "data"
-SHARED_SELECTORS = Path(__file__).resolve().parents[2].parent / "shared/calico/selectors"
-"""Where CI keeps the originals of the conformance files (beside the repository)."""
-
 CONFORMANCE_FILES = ("match-cases.yaml", "canonical-cases.yaml", "invalid-cases.yaml")
 
 

@@ -276,9 +276,14 @@ async def test_service_account_docs_example(lab: Lab) -> None:
 async def test_bad_input_stays_harmless(lab: Lab) -> None:
     """A policy in a tier that does not exist is counted and kept as Felix keeps it (it isolates);
     a ClusterNetworkPolicy whose subject has an unknown operator is counted and skipped; every
-    other series keeps being served."""
+    other series keeps being served. A selector nested 5,000 parentheses deep (330 crashed the
+    exporter, issue 12) is valid, as for Calico, and selects."""
     await _synced(lab)
     api = lab.apiserver
+    api.create(lab.stored({"apiVersion": CALICO, "kind": "NetworkPolicy", "metadata": {
+        "name": "deep", "namespace": "testns"},
+        "spec": {"selector": "(" * 5000 + "run == 'testpod'" + ")" * 5000,
+                 "types": ["Egress"]}}))
     api.create(lab.stored({"apiVersion": CALICO, "kind": "NetworkPolicy", "metadata": {
         "name": "orphan", "namespace": "testns"},
         "spec": {"tier": "nonexistent", "selector": "run == 'testpod'", "types": ["Ingress"]}}))
@@ -292,6 +297,7 @@ async def test_bad_input_stays_harmless(lab: Lab) -> None:
         and value(s, INVALID, resource="clusternetworkpolicies.policy.networking.k8s.io") == 1,
         what="both counted")
     assert _selected(got, "calico", "testns", "orphan", "nonexistent") == 1
+    assert _selected(got, "calico", "testns", "deep") == 1
     assert value(got, "calico_pods_isolated", namespace="testns", direction="ingress") == 1
     assert not series(got, "calico_network_policy_tiers", tier="nonexistent")
     assert _selected(got, "cluster", "", "bad-subject", "kube-admin") is None

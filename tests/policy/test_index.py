@@ -182,6 +182,48 @@ def test_invalid_selector_is_counted_and_never_stops_the_others() -> None:
         ("calico", "shop", "default"): 2, ("global", "", "default"): 1}
 
 
+def _nested(selector: str, depth: int = 2_000) -> str:
+    return "(" * depth + selector + ")" * depth
+
+
+def test_deeply_nested_selectors_in_every_field() -> None:
+    """Issue 12, defect 1: selectors nested far past the ~330 parentheses that crashed the
+    process with RecursionError, in spec.selector, serviceAccountSelector, a GNP's
+    namespaceSelector and the rules' selector and namespaceSelector, are what Calico makes of
+    them (it has no depth limit): the policies select what Felix would and count as valid.
+    A deep one that does not parse is counted invalid, naming the field."""
+    telemetry = Telemetry()
+    cluster = Cluster(telemetry=telemetry)
+    cluster.namespace("shop", {"team": "web"})
+    cluster.pod("shop", "web-1", {"app": "web"}, service_account="web")
+    cluster.pod("shop", "db-1", {"app": "db"})
+    cluster.service_account("shop", "web", {"tier": "front"})
+    cluster.calico(raw_calico_policy("shop", "deep", {
+        "selector": _nested("!(" * 1_001 + "app == 'web'" + ")" * 1_001),
+        "ingress": [{"action": "Allow",
+                     "source": {"selector": _nested("app == 'db'"),
+                                "namespaceSelector": _nested("team == 'web'")}}]}))
+    cluster.calico(raw_calico_policy("shop", "deep-sa", {
+        "serviceAccountSelector": _nested("tier == 'front'")}))
+    cluster.gnp(raw_global_policy("deep-ns", {
+        "namespaceSelector": _nested("team == 'web' && (app == 'db' || " * 300 + "all()"
+                                     + ")" * 300)}))
+    index = cluster.index
+    assert index.selected_by(("calico", "shop", "deep")) == {("shop", "db-1")}
+    assert index.selected_by(("calico", "shop", "deep-sa")) == {("shop", "web-1")}
+    assert index.selected_by(("global", "", "deep-ns")) == {("shop", "web-1"), ("shop", "db-1")}
+    assert sum(telemetry.invalid_objects.values()) == 0
+    cluster.calico(raw_calico_policy("shop", "deep-sa", {
+        "serviceAccountSelector": _nested("tier == 'front'")[:-1]}))
+    cluster.calico(raw_calico_policy("shop", "deep", {
+        "selector": "has(app)",
+        "egress": [{"action": "Allow", "destination": {"selector": _nested("app == ")}}]}))
+    assert index.selected_count(("calico", "shop", "deep-sa")) == 0
+    assert index.selected_count(("calico", "shop", "deep")) == 2
+    assert telemetry.invalid_objects["networkpolicies.crd.projectcalico.org"] == 2
+    assert index_state(index) == oracle(cluster)
+
+
 def test_names_and_tiers_as_calico_shows_them() -> None:
     """Stored names map to {tier, policy} as libcalico-go's ConvertK8sResourceToCalicoResource
     does (v3.31.0 and v3.32.1 resources.go): an object without the projectcalico.org/metadata

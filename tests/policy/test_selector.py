@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 import pytest
@@ -21,11 +23,12 @@ from exporter.policy.selector import (
     SelectorError,
     SetMatch,
     canonical,
+    compile_node,
     parse,
     parse_node,
     with_prefix,
 )
-from tests.policy.reference import CONFORMANCE_FILES, DATA, SHARED_SELECTORS, cases
+from tests.policy.reference import CONFORMANCE_FILES, DATA, cases
 
 MATCH_CASES = cases("match-cases.yaml")
 CANONICAL_CASES = cases("canonical-cases.yaml")
@@ -40,13 +43,26 @@ def _id(case: dict[str, Any]) -> str:
 # Conformance with Calico's parser_test.go and tokenizer_test.go
 
 
-@pytest.mark.parametrize("name", CONFORMANCE_FILES)
-def test_conformance_copies_equal_shared_originals(name: str) -> None:
-    """The copies under tests/policy/data are byte-identical to ../shared/calico/selectors."""
-    original = SHARED_SELECTORS / name
-    if not original.exists():
-        pytest.skip(f"{original} not present beside the repository")
-    assert (DATA / name).read_bytes() == original.read_bytes()
+def test_data_files_match_their_recorded_provenance() -> None:
+    """Every file of tests/policy/data hashes (as ``git hash-object``) to the blob its README
+    records with its upstream source, and the README lists exactly those files: an edited,
+    added or lost conformance file fails here, wherever the tests run."""
+    readme = (DATA / "README.md").read_text()
+    listed = dict(re.findall(r"^\| (\S+\.yaml) \| ([0-9a-f]{40}) \|$", readme, re.M))
+    assert set(CONFORMANCE_FILES) <= set(listed)
+    assert sorted(listed) == sorted(p.name for p in DATA.glob("*.yaml"))
+    for name, blob in listed.items():
+        data = (DATA / name).read_bytes()
+        digest = hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False)
+        assert digest.hexdigest() == blob, name
+
+
+def test_conformance_files_name_their_upstream_tag() -> None:
+    """Each conformance file's header names the Calico tag and commit its README records."""
+    for name in CONFORMANCE_FILES:
+        header = (DATA / name).read_text().splitlines()[1]
+        assert header == ("# Source: github.com/projectcalico/calico tag v3.32.1 "
+                          "(commit 0ca9d1b93644778cafdf1812f3dda02ac0c361e8)"), name
 
 
 def test_conformance_case_counts() -> None:
@@ -214,6 +230,74 @@ def test_cache_is_bounded() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Depth (issue 12, defect 1): no limit of our own, as in Calico
+
+
+ETCD_REQUEST_LIMIT = 1536 * 1024
+"""etcd's default --max-request-bytes, 1.5 MiB (etcd.io/docs/v3.6/dev-guide/limit): no object,
+so no selector, is longer. Calico's CRDs give selectors no maxLength
+(crd.projectcalico.org_networkpolicies.yaml at v3.32.1), and Calico's parser has no depth
+limit: parseOperation recurses into parseOrExpression at every "(" (libcalico-go/lib/selector/
+parser/parser.go at v3.32.1) on a Go stack that grows to 1 GB."""
+
+
+def _negated(depth: int) -> str:
+    return "!(" * depth + "a == 'b'" + ")" * depth
+
+
+def _alternating(depth: int) -> str:
+    """``a != 'z' && (b == 'y' || (a != 'z' && (b == 'y' || ... has(c) ...))``: without b,
+    only the innermost has(c) decides."""
+    ops = ("a != 'z' && (", "b == 'y' || (")
+    return "".join(ops[i % 2] for i in range(depth)) + "has(c)" + ")" * depth
+
+
+@pytest.mark.parametrize("depth", [330, 1_000, 5_000])
+def test_deep_selectors_parse_as_calico_parses_them(depth: int) -> None:
+    """The 330 parentheses that crashed the exporter with RecursionError, Python's default
+    recursion limit, and far beyond: parenthesised, negated and alternating &&/|| groups parse,
+    print and evaluate as Calico would, without touching the recursion limit."""
+    plain = parse("(" * depth + "a == 'b'" + ")" * depth)
+    assert plain.text == 'a == "b"'
+    negated = parse(_negated(depth))
+    assert negated.text == "!" * depth + 'a == "b"'
+    assert negated.matches({"a": "b"}) is (depth % 2 == 0)
+    alternating = parse(_alternating(depth))
+    assert alternating.labels == {"a", "b", "c"}
+    assert alternating.matches({"c": ""})
+    assert not alternating.matches({})
+    assert alternating.matches({"b": "y"})
+    assert not alternating.matches({"a": "z", "c": ""})
+    assert parse(alternating.text).text == alternating.text
+    assert canonical(with_prefix(alternating.root, "pcns.")).count("pcns.") == depth + 1
+
+
+def test_largest_selector_an_object_can_hold_parses() -> None:
+    """A selector as long as etcd lets an object be, nested as deep as that allows, parses and
+    evaluates: nothing Calico accepts is counted invalid here."""
+    depth = (ETCD_REQUEST_LIMIT - len("has(c)")) // len("a != 'z' && ()")
+    text = _alternating(depth)
+    assert ETCD_REQUEST_LIMIT - 20 < len(text) <= ETCD_REQUEST_LIMIT
+    selector = SelectorCache().parse(text)
+    assert selector.matches({"c": ""})
+    assert not selector.matches({})
+
+
+@pytest.mark.parametrize(("text", "column", "reason"), [
+    ("(" * 5000 + "a == 'b'" + ")" * 4999, 10008, "expected ')', found end of selector"),
+    ("(" * 5000 + "a == 'b'" + ")" * 5001, 10009,
+     "unexpected content at end of selector: ')'"),
+    ("!(" * 5000 + "a ==" + ")" * 5000, 10005, "expected string after '==', found ')'"),
+])
+def test_deep_selectors_calico_rejects_are_errors(text: str, column: int, reason: str) -> None:
+    """A deep selector that Calico rejects (parser.go: ErrExpectedRParen, trailing tokens, a
+    missing string) is a SelectorError at the same place as a shallow one: no other exception."""
+    with pytest.raises(SelectorError) as info:
+        parse(text)
+    assert (info.value.reason, info.value.column) == (reason, column)
+
+
+# --------------------------------------------------------------------------------------------
 # Properties
 
 
@@ -324,10 +408,12 @@ def test_round_trip_through_canonical_form(text: str, label_maps: list[dict[str,
         assert second.text == first.text
         assert second.root == first.root
     assert third.text == second.text
+    deep = compile_node(first.root, closure_depth=0)
     for labels in label_maps:
         expected = _reference(first.root, labels)
         assert first.matches(labels) is expected
         assert second.matches(labels) is expected
+        assert deep(labels.get) is expected
 
 
 @given(st.text(alphabet=" \t\n'\"{}(),=!&|abcdeghilnorstw_./-", max_size=40))

@@ -87,6 +87,14 @@ INVALID: dict[str, list[str]] = {
                              'interval, success, timeout)'],
     "defaults_interval_bad": ['defaults.interval: "often" is not a duration like 30s, 1m30s or '
                               '500ms'],
+    "interval_nan": ['probes[0] "web": interval: nan is not a finite duration'],
+    "timeout_inf": ['probes[0] "web": interval: inf is not a finite duration',
+                    'probes[0] "web": timeout: inf is not a finite duration'],
+    "defaults_non_finite": ["defaults.interval: inf is not a finite duration",
+                            "defaults.timeout: nan is not a finite duration"],
+    "duration_too_large": ['probes[0] "web": interval: "100000000000000000000000000000000000... '
+                           "is not a finite duration"],
+    "nested_too_deeply": ["not valid YAML: nested too deeply"],
     "several_problems": ['probes[0] "web": timeout: must be greater than 0',
                          'probes[1] "ping": target: missing'],
 }
@@ -205,6 +213,49 @@ def test_public_target_hides_url_credentials() -> None:
     assert config is not None
     assert [p.public_target for p in config.probes] == ["https://web.test:8443/x?y=1",
                                                         "web.test:80"]
+
+
+@pytest.mark.parametrize(("target", "public"), [
+    ("https://h/p?token=abc&y=2", "https://h/p?token=REDACTED&y=2"),
+    ("https://h/?access_token=a&id_token=b&refresh_token=c",
+     "https://h/?access_token=REDACTED&id_token=REDACTED&refresh_token=REDACTED"),
+    ("https://h/?apikey=a&api_key=b&api-key=c&key=d&x-api-key=e",
+     "https://h/?apikey=REDACTED&api_key=REDACTED&api-key=REDACTED&key=REDACTED"
+     "&x-api-key=REDACTED"),
+    ("https://h/?password=a&passwd=b&pwd=c&client_secret=d",
+     "https://h/?password=REDACTED&passwd=REDACTED&pwd=REDACTED&client_secret=REDACTED"),
+    ("https://b.blob.core.windows.net/c?sv=2022&se=2026&sp=r&sig=abc%3D",
+     "https://b.blob.core.windows.net/c?sv=2022&se=2026&sp=r&sig=REDACTED"),
+    ("https://s3.test/o?X-Amz-Credential=a&X-Amz-Date=d&X-Amz-Signature=b"
+     "&X-Amz-Security-Token=c",
+     "https://s3.test/o?X-Amz-Credential=REDACTED&X-Amz-Date=d&X-Amz-Signature=REDACTED"
+     "&X-Amz-Security-Token=REDACTED"),
+    ("https://h/cb?code=a&state=s#access_token=b", "https://h/cb?code=REDACTED&state=s"
+                                                   "#access_token=REDACTED"),
+    ("https://h/?Authorization=a&SessionId=b&access%5Ftoken=c;auth=d",
+     "https://h/?Authorization=REDACTED&SessionId=REDACTED&access%5Ftoken=REDACTED"
+     ";auth=REDACTED"),
+    ("https://u:p@h/?q=search&page=2&token=", "https://h/?q=search&page=2&token="),
+])
+def test_credential_like_query_parameters_are_redacted(target: str, public: str) -> None:
+    """?token= and other credential-like parameters (query and fragment; names compared in
+    lower case without punctuation, percent-decoded) show as REDACTED, as user:pass@ is
+    dropped; other parameters and empty values stay."""
+    config, errors = parse_probe_config(
+        f"probes:\n- {{name: a, protocol: http, target: '{target}', expect: allow,"
+        " source: {namespace: n}}\n")
+    assert errors == []
+    assert config is not None
+    assert config.probes[0].public_target == public
+
+
+def test_invalid_target_messages_hide_credentials() -> None:
+    """A target that does not validate is quoted in the error without its credentials."""
+    _, errors = parse_probe_config(
+        "probes:\n- {name: a, protocol: http, target: 'htp://u:s3cret@h/?token=s3cret',"
+        " expect: allow, source: {namespace: n}}\n")
+    assert errors == ['probes[0] "a": target: "htp://h/?token=REDACTED" is not an http:// or '
+                      "https:// URL"]
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

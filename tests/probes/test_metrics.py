@@ -125,3 +125,41 @@ def test_promtool_accepts_exposition(populated: tuple[Results, ReloadStatus]) ->
     done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                           text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+SECRETS = ("s3cret", "t0ken")
+
+
+async def test_credentials_in_targets_never_reach_labels_or_logs(make_probe: MakeProbe,
+                                                                 http: HttpServer) -> None:
+    """Issue 12: userinfo and the values of credential-like query and fragment parameters
+    (token, access_token, apikey, key, password, sig, X-Amz-Signature, ...) are redacted in
+    calico_probe_info and in the probe's log lines, through a real run; other parameters stay."""
+    from structlog.testing import capture_logs
+
+    from exporter.probes.scheduler import Scheduler
+
+    query = ("token=t0ken1&access_token=t0ken2&apikey=t0ken3&key=t0ken4&password=t0ken5"
+             "&sig=t0ken6&X-Amz-Signature=t0ken7&page=2")
+    probe = make_probe("http", f"http://app:s3cret@127.0.0.1:{http.port}/status/503?{query}"
+                       "#id_token=t0ken8", name="secret", interval="100ms", timeout="90ms")
+    results = Results()
+    scheduler = Scheduler(results, concurrency=1)
+    scheduler.apply([probe])
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(scheduler.run(stop))
+        while (state := results.get("secret")) is None or state.last is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+    text = exposition(ProbeCollector(results, ReloadStatus()))
+    redacted = "=REDACTED&".join(p.split("=")[0] for p in query.split("&")[:-1])
+    assert (f'target="http://127.0.0.1:{http.port}/status/503?{redacted}=REDACTED&page=2'
+            '#id_token=REDACTED"') in text
+    verdicts = [e for e in logs if e["event"] == "probe_verdict"]
+    assert verdicts
+    assert verdicts[0]["target"] == probe.public_target
+    for secret in SECRETS:
+        assert secret not in text
+        assert secret not in repr(logs)

@@ -124,12 +124,60 @@ async def test_bad_reload_keeps_old_config(agent: Agent) -> None:
     await wait_until(lambda: agent.runs("a") >= 3)
 
 
+@pytest.mark.parametrize(("interval", "timeout"), [(".nan", "80ms"), (".inf", ".inf"),
+                                                     ("100ms", ".nan")])
+async def test_non_finite_durations_are_refused_on_reload(agent: Agent, http: HttpServer,
+                                                          interval: str, timeout: str) -> None:
+    """Issue 12, defect 10: a hot reload to a .nan or .inf interval or timeout is refused with
+    the field named (it used to pass validation and crash the agent); the probes keep
+    running on the old configuration."""
+    await wait_until(lambda: agent.runs("a") >= 1)
+    agent.path.write_text(
+        f"probes:\n- name: a\n  protocol: tcp\n  target: 127.0.0.1:{http.port}\n"
+        f"  expect: allow\n  source: {{namespace: testns}}\n  interval: {interval}\n"
+        f"  timeout: {timeout}\n")
+    await wait_until(lambda: agent.status.failures == 1)
+    assert agent.status.last_error.startswith('probes[0] "a": ')
+    assert "is not a finite duration" in agent.status.last_error
+    assert [p.name for p in agent.scheduler.probes] == ["a", "b", "d"]
+    before = agent.runs("b")
+    await wait_until(lambda: agent.runs("b") >= before + 2)
+
+
 async def test_file_change_is_picked_up(agent: Agent, http: HttpServer) -> None:
     """Writing the file is enough: the poll sees it and applies the new probes."""
     write(agent.path, probe("a", http.port), probe("z", http.port))
     await wait_until(lambda: agent.status.successes == 2)
     assert [p.name for p in agent.scheduler.probes] == ["a", "z"]
     assert agent.status.last_successful
+
+
+async def test_revert_after_a_bad_edit_is_picked_up(agent: Agent) -> None:
+    """Issue 12: a bad edit is refused; writing the file back as it was (the running
+    configuration) is a successful reload at the next poll, not only after SIGHUP, so
+    calico_probe_config_last_reload_successful returns to 1."""
+    good = agent.path.read_bytes()
+    stat = agent.path.stat()
+    agent.path.write_text("probes: {}\n")
+    await wait_until(lambda: agent.status.failures == 1)
+    agent.path.write_bytes(good)
+    os.utime(agent.path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    await wait_until(lambda: agent.status.successes == 2)
+    assert agent.status.last_successful
+    assert agent.telemetry.source_up["probe_config"] is True
+    assert [p.name for p in agent.scheduler.probes] == ["a", "b", "d"]
+
+
+async def test_edit_keeping_size_and_mtime_is_picked_up(agent: Agent, http: HttpServer) -> None:
+    """An edit in place that keeps the file's inode, size and mtime (one timestamp tick,
+    cp -p, touch -r) is still seen: the content decides."""
+    stat = agent.path.stat()
+    write(agent.path, probe("a", http.port), probe("c", http.port), probe("d", http.port),
+          probe("e", http.port, namespace="other"))
+    assert agent.path.stat().st_size == stat.st_size
+    os.utime(agent.path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    await wait_until(lambda: agent.status.successes == 2)
+    assert [p.name for p in agent.scheduler.probes] == ["a", "c", "d"]
 
 
 async def test_missing_file_then_back(agent: Agent, http: HttpServer) -> None:

@@ -150,7 +150,7 @@ async def test_node_mode_sees_what_the_node_status_reports(world: World) -> None
         direct, telemetry = await _node_mode(world, node)
         assert _same(direct, await _status_view(world, node))
         assert not telemetry.invalid_objects
-        assert telemetry.source_up == {"bird": True}
+        assert telemetry.source_up == {"bird": True, "bird_routes": True}
     master, _ = await _node_mode(world, MASTER)
     down = next(p for p in master.peers if p.peer_ip == "192.168.102.103")
     assert (down.state, down.routes_imported, down.routes_exported) == ("Active", 0, 0)
@@ -168,7 +168,7 @@ async def test_bird_down_removes_the_socket(world: World) -> None:
     assert not world.sockets.path(MASTER).exists()
     bgp, telemetry = await _node_mode(world, MASTER)
     assert [a.ready for a in bgp.agents] == [False]
-    assert telemetry.source_up == {"bird": False}
+    assert telemetry.source_up == {"bird": False, "bird_routes": False}
     world.cluster.set_bird(MASTER, up=True)
     await world.sockets.sync()
     bgp, telemetry = await _node_mode(world, MASTER)
@@ -197,7 +197,8 @@ async def test_errors_as_bird_says_them(world: World) -> None:
 async def test_ipv6_on_bird6(world: World) -> None:
     """Nodes with an IPv6 address have bird6.ctl with their IPv6 peers and routes."""
     bgp, telemetry = await _node_mode(world, "ds-node-1")
-    assert telemetry.source_up == {"bird": True, "bird6": True}
+    assert telemetry.source_up == {"bird": True, "bird6": True, "bird_routes": True,
+                                   "bird6_routes": True}
     assert sorted((p.ip_version, p.peer_ip) for p in bgp.peers) == [
         (4, "192.168.60.12"), (4, "192.168.60.13"), (6, "fd00:60::12"), (6, "fd00:60::13")]
     assert {a.ip_version for a in bgp.agents} == {4, 6}
