@@ -174,6 +174,38 @@ class BirdSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class FlowSettings:
+    """Per-policy flow counters from Calico's Goldmane (cluster role; off by default)."""
+
+    goldmane_enabled: bool = False
+    """Read flows from Goldmane's gRPC API (Calico 3.30+, a tech preview not on every install)
+    and export per-policy allow, deny and pass counters. Needs the three --goldmane-*-file
+    settings: Goldmane accepts only mutual TLS."""
+    goldmane_address: str = "goldmane.calico-system.svc:7443"
+    """Goldmane's gRPC endpoint, as host:port."""
+    goldmane_server_name: str = ""
+    """Name to verify in Goldmane's server certificate; empty: the host of --goldmane-address.
+    The operator issues it for goldmane, goldmane.calico-system and the .svc names."""
+    goldmane_cert_file: str = ""
+    """PEM client certificate Goldmane trusts (signed by a CA in its goldmane-ca-bundle);
+    re-read, with the key and CA, when the files change."""
+    goldmane_key_file: str = ""
+    """PEM private key of --goldmane-cert-file."""
+    goldmane_ca_file: str = ""
+    """PEM CA bundle that signed Goldmane's server certificate (tigera-ca-bundle's ca.crt)."""
+    goldmane_max_series: int = 10000
+    """Most label sets per flow family; traffic of further policies (or namespace pairs) is
+    counted under policy="__other__" (source_namespace="__other__")."""
+    goldmane_namespace_pairs: bool = False
+    """Also export calico_namespace_flow_connections_total (one series per source namespace,
+    destination namespace and action, so up to namespaces squared). A plain switch until the
+    metrics allow-list replaces it."""
+    goldmane_stall_timeout: float = 120.0
+    """Reconnect when the flow stream delivered nothing for this long (Goldmane streams every
+    15 s while any traffic flows); the reconnect resumes where the stream stopped."""
+
+
+@dataclass(frozen=True, slots=True)
 class DemoSettings:
     """The built-in simulated cluster (demo role)."""
 
@@ -198,6 +230,7 @@ class Settings:
     ipam: IpamSettings = field(default_factory=IpamSettings)
     probes: ProbeSettings = field(default_factory=ProbeSettings)
     bird: BirdSettings = field(default_factory=BirdSettings)
+    flows: FlowSettings = field(default_factory=FlowSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
 
 
@@ -331,6 +364,7 @@ def _validate(settings: Settings) -> None:
             f"{settings.log.log_format!r} is not one of auto, json, console"
         )
     _validate_access(settings.access, by_name)
+    _validate_flows(settings.flows, by_name)
     ns = settings.node_status
     bad = [c for c in ns.node_status_classes if c not in {"Agent", "BGP", "Routes"}]
     if bad or not ns.node_status_classes:
@@ -364,6 +398,22 @@ def _validate_access(access: AccessSettings, by_name: Mapping[str, Option]) -> N
         raise ConfigError("invalid value for --tls-client-ca-file "
                           "(CALICO_EXPORTER_TLS_CLIENT_CA_FILE): mutual TLS needs "
                           "--tls-cert-file and --tls-key-file")
+
+
+def _validate_flows(flows: FlowSettings, by_name: Mapping[str, Option]) -> None:
+    _check_host_port(by_name["goldmane_address"], flows.goldmane_address)
+    for name in ("goldmane_max_series", "goldmane_stall_timeout"):
+        if not getattr(flows, name) > 0:
+            opt = by_name[name]
+            raise ConfigError(f"invalid value for {opt.flag} ({opt.env}): must be positive")
+    if flows.goldmane_enabled:
+        for name in ("goldmane_cert_file", "goldmane_key_file", "goldmane_ca_file"):
+            if not getattr(flows, name):
+                opt = by_name[name]
+                raise ConfigError(f"invalid value for {opt.flag} ({opt.env}): Goldmane "
+                                  "requires mutual TLS: --goldmane-enabled needs "
+                                  "--goldmane-cert-file, --goldmane-key-file and "
+                                  "--goldmane-ca-file")
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,6 +481,7 @@ def describe(settings: Settings) -> dict[str, Any]:
 __all__ = [
     "AccessSettings",
     "ConfigError",
+    "FlowSettings",
     "Option",
     "Settings",
     "describe",

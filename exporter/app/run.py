@@ -11,6 +11,7 @@ import structlog
 
 from exporter.app.access import scraper_authorizer
 from exporter.app.cluster import Role, build_cluster_role
+from exporter.app.flows import build_flows_role
 from exporter.app.supervisor import supervise
 from exporter.config import ConfigError, Settings
 from exporter.kube.client import connect
@@ -89,7 +90,8 @@ async def run_cluster(settings: Settings, stop: asyncio.Event) -> None:
     telemetry = Telemetry()
     async with connect(settings.kube) as api:
         role = build_cluster_role(api, settings, telemetry)
-        await serve_roles([role], settings=settings, telemetry=telemetry, stop=stop)
+        flows = build_flows_role(settings.flows, telemetry)
+        await serve_roles([role, flows], settings=settings, telemetry=telemetry, stop=stop)
 
 
 DEMO_BANNER = """
