@@ -227,6 +227,11 @@ class WindowTracker:
         self._pending_end = 0
 
     @property
+    def pending(self) -> bool:
+        """Whether flows are summed but not committed yet."""
+        return not self._pending.empty()
+
+    @property
     def resume_from(self) -> int | None:
         """Where the next connection must resume: the end of the last committed window."""
         return self._floor

@@ -90,6 +90,12 @@ class GoldmaneSource:
         self.connected = asyncio.Event()
         """Set while a stream is open on a READY channel (tests wait on it)."""
         self.connections = 0
+        self._tracker: WindowTracker | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Whether received flows wait for their window to be committed."""
+        return self._tracker is not None and self._tracker.pending
 
     def _channel(self, credentials: grpc.ChannelCredentials) -> grpc.aio.Channel:
         options: list[tuple[str, str | int]] = [
@@ -105,6 +111,7 @@ class GoldmaneSource:
 
     async def run(self) -> None:
         """Connect, stream, resume; forever (until cancelled)."""
+        self._set_up(False)
         attempt = 0
         while True:
             delivered, reason = await self.connect_once()
@@ -126,7 +133,7 @@ class GoldmaneSource:
             log.warning("goldmane_credentials_unreadable", error=str(exc))
             self._set_up(False)
             return False, "credentials"
-        tracker = WindowTracker(self.counters, resume_from=self.resume_from)
+        tracker = self._tracker = WindowTracker(self.counters, resume_from=self.resume_from)
         start = self.resume_from or 0
         request = pb.FlowStreamRequest(start_time_gte=start,
                                        aggregation_interval=AGGREGATION_INTERVAL)

@@ -181,7 +181,8 @@ class GoldmaneStandIn:
     """The stand-in server; ``await start()``, feed it, ``await stop()``."""
 
     def __init__(self, *, server_cert: bytes, server_key: bytes, client_ca: bytes,
-                 interval: int = INTERVAL, clock: Callable[[], float] = time.time) -> None:
+                 interval: int = INTERVAL, clock: Callable[[], float] = time.time,
+                 keep_ledger: bool = True) -> None:
         self._creds = grpc.ssl_server_credentials([(server_key, server_cert)],
                                                   root_certificates=client_ca,
                                                   require_client_auth=True)
@@ -189,10 +190,14 @@ class GoldmaneStandIn:
         self.now = int(clock())
         """The stand-in's clock (seconds): starts at the real time, moves by rollovers."""
         self.ring = Ring(self.now, interval=interval)
+        self.keep_ledger = keep_ledger
         self.ledger: list[pb.Flow] = []
-        """Every flow ingested since creation (restarts included), as ingested."""
+        """Every flow ingested since creation (restarts included), as ingested; empty unless
+        ``keep_ledger`` (the demo runs for days)."""
         self.streamed = 0
         """FlowResults sent on streams (all streams, backfill included)."""
+        self.queued = 0
+        """FlowResults queued for streams (sent, or to be sent once the stream reads on)."""
         self.restarts = 0
         self._streams: set[asyncio.Queue[list[pb.FlowResult] | None]] = set()
         self._stalled = asyncio.Event()
@@ -214,8 +219,7 @@ class GoldmaneStandIn:
         return self.port
 
     async def stop(self) -> None:
-        for queue in list(self._streams):
-            queue.put_nowait(None)
+        """Stop serving at once, as a Goldmane process ends: open streams break."""
         if self._server is not None:
             await self._server.stop(grace=0)
             self._server = None
@@ -238,7 +242,8 @@ class GoldmaneStandIn:
             if not flow.start_time:
                 flow.start_time = self.now
                 flow.end_time = self.now
-            self.ledger.append(flow)
+            if self.keep_ledger:
+                self.ledger.append(flow)
             accepted += self.ring.add(flow)
         return accepted
 
@@ -251,6 +256,14 @@ class GoldmaneStandIn:
             if results:
                 for queue in self._streams:
                     queue.put_nowait(results)
+                    self.queued += len(results)
+
+    def push(self, results: list[pb.FlowResult]) -> None:
+        """Send one window's results, as given, to every open stream, without aggregating
+        (the benchmark measures the client alone this way)."""
+        for queue in self._streams:
+            queue.put_nowait(results)
+            self.queued += len(results)
 
     def stall(self, stalled: bool = True) -> None:
         """Stop (or resume) sending on open streams; connections stay open."""
@@ -274,7 +287,9 @@ class GoldmaneStandIn:
         try:
             if request.start_time_gte != 0:
                 for bucket in self.ring.backfill(self._normalize(request.start_time_gte)):
-                    queue.put_nowait(self.ring.results(bucket))
+                    results = self.ring.results(bucket)
+                    queue.put_nowait(results)
+                    self.queued += len(results)
             while True:
                 batch = await queue.get()
                 if batch is None:
