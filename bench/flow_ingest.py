@@ -98,12 +98,12 @@ def _serve(folder: str, n: int, policies: int, window: int, port_q: multiprocess
         for i in range(0, n, window):
             batches.append(results[i:i + window])
         port_q.put(port)
-        while gm.open_streams < 1:
+        while gm.open_streams < 1:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         go.wait()
         for batch in batches:
             gm.push(batch)
-        while gm.streamed < n:
+        while gm.streamed < n:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)
         await gm.stop()
@@ -132,7 +132,7 @@ async def measure_stream(folder: Path, n: int, policies: int, window: int) -> tu
         await asyncio.sleep(0.5)
         wall, cpu = time.monotonic(), time.process_time()
         go.set()
-        while counters.received < n:
+        while counters.received < n:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         cpu = time.process_time() - cpu
         wall = time.monotonic() - wall

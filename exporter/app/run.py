@@ -11,7 +11,7 @@ import structlog
 
 from exporter.app.access import scraper_authorizer
 from exporter.app.cluster import Role, build_cluster_role
-from exporter.app.flows import build_flows_role
+from exporter.app.flows import build_flows_role, demo_goldmane
 from exporter.app.supervisor import supervise
 from exporter.config import ConfigError, Settings
 from exporter.kube.client import connect
@@ -109,6 +109,8 @@ Replay the write-up against the simulated lab:
 Try:  curl -s http://{listen}/metrics | grep -E 'calico_(bgp_peers|ippool_utiliz|probe_succ)'
 A probe agent (source namespace "demo") runs HTTP, TCP and DNS probes against targets the demo
 serves on loopback; one of them is expected to be denied (a closed port), and matches.
+A Goldmane stand-in streams the lab's flows over mutual TLS every 15 s; per-policy verdicts:
+  curl -s http://{listen}/metrics | grep -E 'calico_policy_(staged_)?flow_connections'
 {flap}Stop with Ctrl-C.
 """
 
@@ -152,8 +154,9 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
             telemetry = Telemetry()
             async with connect(settings.kube) as api, demo_probe_role(
                 settings, telemetry=telemetry, directory=Path(tmp)
-            ) as probe_role:
+            ) as probe_role, demo_goldmane(scenario, Path(tmp)) as flow_settings:
                 role = build_cluster_role(api, settings, telemetry)
+                flows_role = build_flows_role(flow_settings, telemetry)
 
                 def banner(port: int) -> None:
                     host = settings.server.listen.rpartition(":")[0]
@@ -165,8 +168,8 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
                             if settings.demo.flap_interval > 0 else "")))
                     sys.stdout.flush()
 
-                await serve_roles([role, probe_role], settings=settings, telemetry=telemetry,
-                                  stop=stop, on_serving=banner)
+                await serve_roles([role, probe_role, flows_role], settings=settings,
+                                  telemetry=telemetry, stop=stop, on_serving=banner)
     finally:
         await cluster.stop()
         await apiserver.stop()

@@ -57,6 +57,11 @@ DROP_REASONS = (
   rollover racing a new stream's backfill in Goldmane).
 """
 
+RECONNECT_REASONS = ("tls", "unavailable", "stalled", "certificate_changed", "credentials",
+                     "ended")
+"""Reconnect reasons exported as 0 from the start (so increase() sees the first one); any other
+gRPC status code appears, lowercased, when it first happens."""
+
 UNKNOWN_FIELDS = ("action", "reporter", "kind", "dest_type")
 """Enum fields whose values are checked; an unknown value (a newer Calico) is counted here and
 exported as ``unknown`` rather than crashing or dropping the flow."""
@@ -111,6 +116,8 @@ class FlowCounters:
             self.dropped[reason] += 0
         for name in UNKNOWN_FIELDS:
             self.unknown_values[name] += 0
+        for reason in RECONNECT_REASONS:
+            self.reconnects[reason] += 0
 
     def commit(self, delta: Delta, *, new_window: bool = True) -> None:
         """Add a window's sums to the totals (capped); the only way totals change.
@@ -149,5 +156,5 @@ def _add_capped(total: dict[K, int], delta: dict[K, int], cap: int,
         total[key] = total.get(key, 0) + n
 
 
-__all__ = ["DROP_REASONS", "OTHER", "UNKNOWN_FIELDS", "Delta", "FlowCounters", "PairKey",
+__all__ = ["DROP_REASONS", "OTHER", "RECONNECT_REASONS", "UNKNOWN_FIELDS", "Delta", "FlowCounters", "PairKey",
            "PolicyKey"]
