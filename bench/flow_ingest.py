@@ -91,7 +91,7 @@ def _serve(folder: str, n: int, policies: int, window: int, port_q: multiprocess
         d = Path(folder)
         gm = GoldmaneStandIn(server_cert=(d / "goldmane.crt").read_bytes(),
                              server_key=(d / "goldmane.key").read_bytes(),
-                             client_ca=(d / "goldmane-ca.crt").read_bytes(), keep_ledger=False)
+                             client_ca=(d / "client-ca.crt").read_bytes(), keep_ledger=False)
         port = await gm.start()
         batches: list[list[pb.FlowResult]] = []
         results = make_results(n, policies, window)
@@ -163,11 +163,17 @@ def measure_memory(policies: int) -> dict[str, float]:
 
 
 def make_certs(folder: Path) -> None:
-    from tests.access.certs import make_ca, make_cert
+    """Self-signed server and client certificates, each the other's CA (as the demo does)."""
+    from exporter.sim.tls import self_signed
 
-    ca = make_ca(folder, "goldmane-ca")
-    make_cert(folder, "goldmane", ca, server=True)
-    make_cert(folder, "calico-exporter", ca, server=False)
+    cert, key = self_signed("goldmane", ("localhost", "127.0.0.1"))
+    client_cert, client_key = self_signed("calico-exporter", ("calico-exporter",), client=True)
+    (folder / "goldmane.crt").write_bytes(cert)
+    (folder / "goldmane.key").write_bytes(key)
+    (folder / "goldmane-ca.crt").write_bytes(cert)
+    (folder / "calico-exporter.crt").write_bytes(client_cert)
+    (folder / "calico-exporter.key").write_bytes(client_key)
+    (folder / "client-ca.crt").write_bytes(client_cert)
 
 
 def main(flows: int, policies: int, window: int, memory_policies: int) -> dict[str, object]:
