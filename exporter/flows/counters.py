@@ -156,5 +156,5 @@ def _add_capped(total: dict[K, int], delta: dict[K, int], cap: int,
         total[key] = total.get(key, 0) + n
 
 
-__all__ = ["DROP_REASONS", "OTHER", "RECONNECT_REASONS", "UNKNOWN_FIELDS", "Delta", "FlowCounters", "PairKey",
-           "PolicyKey"]
+__all__ = ["DROP_REASONS", "OTHER", "RECONNECT_REASONS", "UNKNOWN_FIELDS", "Delta",
+           "FlowCounters", "PairKey", "PolicyKey"]
