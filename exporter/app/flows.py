@@ -41,6 +41,7 @@ def build_flows_role(settings: FlowSettings, telemetry: Telemetry) -> Role:
         files=ClientFiles(cert=settings.goldmane_cert_file, key=settings.goldmane_key_file,
                           ca=settings.goldmane_ca_file),
         counters=counters,
+        read=settings.goldmane_read,
         mark=lambda ok: telemetry.mark("goldmane", "stream", ok),
         stall_timeout=settings.goldmane_stall_timeout,
     )
@@ -70,14 +71,14 @@ async def demo_goldmane(scenario: Scenario, directory: Path, *,
     feed = FlowFeed(scenario, DEMO_CONVERSATIONS, DEMO_STAGED)
 
     async def run_feed() -> None:
-        while gm.open_streams == 0:  # noqa: ASYNC110  (a count on another object)
-            await asyncio.sleep(0.2)
-        gm.ingest(feed.window())
-        gm.rollover(2)  # the first window streams as soon as the exporter listens
         while True:
-            await asyncio.sleep(interval)
             gm.ingest(feed.window())
             gm.rollover()
+            await asyncio.sleep(interval)
+
+    for _ in range(4):  # a minute of history, so the exporter's first poll finds windows
+        gm.ingest(feed.window())
+        gm.rollover()
 
     task = asyncio.create_task(run_feed(), name="demo-goldmane-feed")
     try:

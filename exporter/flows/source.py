@@ -1,7 +1,20 @@
-"""The Goldmane stream loop: connect over mutual TLS, follow ``Flows.Stream``, resume on failure.
+"""The Goldmane loop: connect over mutual TLS, read the completed flow windows, resume on failure.
 
-One long-running job (``goldmane-flows``) owns a :class:`~exporter.flows.counters.FlowCounters`
-and feeds it through a :class:`~exporter.flows.ingest.WindowTracker` per connection. The loop:
+One long-running job (``goldmane-flows``) owns a :class:`~exporter.flows.counters.FlowCounters`.
+It reads Goldmane's Flows API in one of two ways (``--goldmane-read``), with the same counting
+rules and the same resume point (the end of the last window counted):
+
+- ``poll`` (default): every ``poll_interval`` (15 s, Goldmane's window), ``Flows.List`` with
+  ``start_time_gte`` = the resume point and ``start_time_lt`` = 30 s before Goldmane's now: one
+  reply holds, per flow key, the sum of its windows in that range (``RingIndex.List``: windows
+  with start >= gte and end <= lt), counted and committed at once. One gRPC message per poll
+  instead of one per flow: about ten times the stream's throughput in Python (bench/flow_ingest).
+  The first poll only learns where the completed windows end (nothing before the exporter
+  started is counted).
+- ``stream``: ``Flows.Stream``, Goldmane's push API, one message per flow key and window, as
+  described below.
+
+The stream loop:
 
 1. reads the client certificate, key and CA (``exporter.flows.tls``) and opens a channel;
 2. calls ``Flows.Stream`` with ``aggregation_interval=15`` and ``start_time_gte`` = where the
@@ -28,13 +41,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 import structlog
 
-from exporter.flows.counters import FlowCounters
-from exporter.flows.ingest import WindowTracker
+from exporter.flows.counters import Delta, FlowCounters
+from exporter.flows.ingest import WindowTracker, attribute
 from exporter.flows.tls import ClientFiles, CredentialsError
 from exporter.goldmane import api_pb2 as pb
 from exporter.goldmane import api_pb2_grpc as pbg
@@ -43,6 +56,23 @@ log = structlog.get_logger(__name__)
 
 AGGREGATION_INTERVAL = 15
 """Goldmane streams 15-second windows only (FlowStreamRequest: "It must always be 15s")."""
+
+LIST_LAG = 30
+"""``poll`` asks for windows that ended at least this many seconds ago (``start_time_lt`` = -30,
+relative to Goldmane's clock): older than the bucket the stream considers complete, so flows
+Felix reports late have had one more interval to arrive."""
+
+LIST_FIRST_LOOKBACK = 60
+"""The first poll (``start_time_gte`` = -60) only learns where Goldmane's completed windows end;
+what it returns happened before the exporter started and is not counted."""
+
+MAX_REPLY_BYTES = 512 * 1024 * 1024
+"""A poll's reply holds every flow key of the windows since the last poll in one message
+(Goldmane's List does not page deterministically within a window), so the 4 MB default is raised.
+Goldmane's Go server sends up to 2 GB."""
+
+CHUNK = 5000
+"""Flows counted between yields to the event loop, so a large reply never holds up a scrape."""
 
 KEEPALIVE_MS = 300_000
 """HTTP/2 keepalive pings every 5 minutes: Goldmane's Go gRPC server keeps the default
@@ -61,6 +91,14 @@ def failure_reason(exc: grpc.aio.AioRpcError) -> str:
     return str(code.name).lower()
 
 
+def _nothing_completed_yet(exc: grpc.aio.AioRpcError) -> bool:
+    """Goldmane's answer to a List whose range is empty after normalization
+    (goldmane_filters.go ``validateListRequest``: "startTimeGt (x) must be less than
+    startTimeLt (y)"), which a poll gets when no window completed since the previous one."""
+    return (exc.code() == grpc.StatusCode.UNKNOWN
+            and "must be less than startTimeLt" in (exc.details() or ""))
+
+
 def backoff_delay(attempt: int, *, initial: float, maximum: float,
                   rand: Callable[[float, float], float] = random.uniform) -> float:
     """Full jitter: uniform in [0, min(maximum, initial * 2**attempt)]."""
@@ -72,9 +110,15 @@ class GoldmaneSource:
 
     def __init__(self, *, address: str, files: ClientFiles, counters: FlowCounters,
                  server_name: str = "", mark: Callable[[bool], None] | None = None,
+                 read: str = "poll", poll_interval: float = 15.0, poll_timeout: float = 60.0,
                  stall_timeout: float = 120.0, quiet: float = 2.0,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
                  files_check_interval: float = 10.0) -> None:
+        if read not in ("poll", "stream"):
+            raise ValueError(f"read must be poll or stream, not {read!r}")
+        self.read = read
+        self.poll_interval = poll_interval
+        self.poll_timeout = poll_timeout
         self.address = address
         self.files = files
         self.counters = counters
@@ -104,6 +148,7 @@ class GoldmaneSource:
             # Our own backoff decides when to retry; do not let the channel hammer on its own.
             ("grpc.initial_reconnect_backoff_ms", 1000),
             ("grpc.enable_retries", 0),
+            ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
         ]
         if self.server_name:
             options.append(("grpc.ssl_target_name_override", self.server_name))
@@ -133,6 +178,8 @@ class GoldmaneSource:
             log.warning("goldmane_credentials_unreadable", error=str(exc))
             self._set_up(False)
             return False, "credentials"
+        if self.read == "poll":
+            return await self._poll_connection(loaded.credentials())
         tracker = self._tracker = WindowTracker(self.counters, resume_from=self.resume_from)
         start = self.resume_from or 0
         request = pb.FlowStreamRequest(start_time_gte=start,
@@ -159,6 +206,76 @@ class GoldmaneSource:
             await channel.close(grace=None)
         delivered = self.counters.received > received_before
         return delivered, reason
+
+    async def _poll_connection(self, credentials: grpc.ChannelCredentials) -> tuple[bool, str]:
+        """Poll ``Flows.List`` for the completed windows since the resume point, every
+        ``poll_interval``, on one channel, until a call fails or the certificate changes."""
+        self.connections += 1
+        received_before = self.counters.received
+        state = _Watch()
+        channel = self._channel(credentials)
+        stub = pbg.FlowsStub(channel)
+        try:
+            while True:
+                if self.files.changed():
+                    log.info("goldmane_certificate_changed")
+                    reason = "certificate_changed"
+                    break
+                first = self.resume_from is None
+                gte = -LIST_FIRST_LOOKBACK if self.resume_from is None else self.resume_from
+                request = pb.FlowListRequest(start_time_gte=gte, start_time_lt=-LIST_LAG)
+                try:
+                    reply = await stub.List(request, timeout=self.poll_timeout)
+                except grpc.aio.AioRpcError as exc:
+                    if _nothing_completed_yet(exc):
+                        # The resume point is not yet 30 s in Goldmane's past (validateTimeRange
+                        # refuses gte >= lt): no window completed since the last poll.
+                        if not state.up:
+                            self._connected(state)
+                        await asyncio.sleep(self.poll_interval)
+                        continue
+                    reason = failure_reason(exc)
+                    log.warning("goldmane_list_failed", reason=reason, code=exc.code().name,
+                                details=exc.details(), address=self.address)
+                    break
+                if not state.up:
+                    self._connected(state)
+                if first:
+                    ends = [r.flow.end_time for r in reply.flows if r.flow.end_time]
+                    self.resume_from = max(ends) if ends else None
+                else:
+                    await self._count_reply(reply.flows)
+                await asyncio.sleep(self.poll_interval)
+        finally:
+            self.connected.clear()
+            self._set_up(False)
+            await channel.close(grace=None)
+        return self.counters.received > received_before, reason
+
+    async def _count_reply(self, results: Sequence[pb.FlowResult]) -> None:
+        """Count one poll's flows (each the sum of a key's windows since the resume point) and
+        commit them at once; the resume point moves to the end of the newest window."""
+        counters = self.counters
+        floor = self.resume_from or 0
+        delta = Delta()
+        newest = floor
+        for start in range(0, len(results), CHUNK):
+            for result in results[start:start + CHUNK]:
+                counters.received += 1
+                flow = result.flow
+                if flow.start_time and flow.start_time < floor:
+                    counters.dropped["already_counted"] += 1
+                    continue
+                reason = attribute(flow, delta, counters)
+                if reason is not None:
+                    counters.dropped[reason] += 1
+                newest = max(newest, flow.end_time)
+            if start + CHUNK < len(results):
+                await asyncio.sleep(0)
+        if delta.flows:
+            counters.commit(delta)
+        if newest > floor:
+            self.resume_from = newest
 
     async def _read(self, call: grpc.aio.UnaryStreamCall[pb.FlowStreamRequest, pb.FlowResult],
                     tracker: WindowTracker, state: _Watch) -> str:

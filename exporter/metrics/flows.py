@@ -83,7 +83,8 @@ RECONNECTS = MetricSpec(
 )
 WINDOWS = MetricSpec(
     "calico_exporter_goldmane_windows_total", "counter",
-    "Goldmane aggregation windows (15 s each) counted.",
+    "Batches of flows committed: Goldmane aggregation windows (15 s each) with --goldmane-read "
+    "stream, polls that returned flows with poll.",
 )
 
 SPECS = (CONNECTIONS, PACKETS, BYTES, STAGED_CONNECTIONS, STAGED_CHANGED, NAMESPACE_CONNECTIONS,

@@ -24,8 +24,11 @@ client of Goldmane v3.32.1 sees, read from projectcalico/calico ``goldmane/``:
 - **Statistics** (``pkg/storage/stats.go``): per policy (or policy rule) and direction, over the
   requested time range, the packet, byte or live-connection counts of every enforced and pending
   hit (an end-of-tier hit counts under its trigger), allowed, denied and passed, in and out.
-- **List** and **FilterHints**: flows aggregated over the requested range, newest first, with
-  paging; namespace and name hints.
+- **List** (``pkg/storage/ring_index.go`` ``RingIndex.List``): per key, the sum of its windows
+  that start at or after ``start_time_gte`` and end at or before ``start_time_lt`` (a key with
+  a window starting in the range but none ending in it comes with zero counters), newest first,
+  with paging; a range that is empty after normalization is an error. **FilterHints**: namespace
+  and name hints.
 
 Felix's side (``FlowCollector.Connect``) is not served: tests and the demo call :meth:`ingest`,
 which is what Goldmane does with each received flow. The stand-in keeps its own ledger of every
@@ -198,6 +201,10 @@ class GoldmaneStandIn:
         """FlowResults sent on streams (all streams, backfill included)."""
         self.queued = 0
         """FlowResults queued for streams (sent, or to be sent once the stream reads on)."""
+        self.listed = 0
+        """Flows returned by List calls."""
+        self.list_calls = 0
+        """List calls received (answered or refused)."""
         self.restarts = 0
         self._streams: set[asyncio.Queue[list[pb.FlowResult] | None]] = set()
         self._stalled = asyncio.Event()
@@ -301,15 +308,24 @@ class GoldmaneStandIn:
         finally:
             self._streams.discard(queue)
 
-    def aggregate(self, start: int, end: int) -> list[tuple[int, pb.Flow]]:
-        """Per key, counters summed over buckets with start in [start, end): (id, Flow)."""
+    def aggregate(self, gte: int, lt: int) -> list[tuple[int, pb.Flow]]:
+        """Goldmane's ``RingIndex.List`` over [gte, lt]: every key with a window starting in
+        [gte, lt) (``DiachronicFlow.Within``), with the sum of its windows that start at or
+        after gte and end at or before lt (``GetWindows``, ``AggregateWindows``); a key whose
+        only windows end after lt comes with zero counters and times. (id, Flow) per key."""
         sums: dict[bytes, tuple[int, int, _Window]] = {}
+        matched: list[bytes] = []
         for bucket in self.ring.ordered():
-            if not start <= bucket.start < end:
+            if not (gte == 0 or bucket.start >= gte) or not bucket.start < lt:
                 continue
             for raw, w in bucket.flows.items():
-                first, _, total = sums.setdefault(raw, (bucket.start, bucket.end, _Window()))
-                sums[raw] = (first, bucket.end, total)
+                if raw not in sums:
+                    sums[raw] = (0, 0, _Window())
+                    matched.append(raw)
+                if bucket.end > lt:
+                    continue
+                first, last, total = sums[raw]
+                sums[raw] = (first or bucket.start, max(last, bucket.end), total)
                 total.packets_in += w.packets_in
                 total.packets_out += w.packets_out
                 total.bytes_in += w.bytes_in
@@ -318,7 +334,8 @@ class GoldmaneStandIn:
                 total.completed += w.completed
                 total.live += w.live
         out = []
-        for raw, (first, last, w) in sums.items():
+        for raw in matched:
+            first, last, w = sums[raw]
             k = self.ring.keys[raw]
             flow = pb.Flow(start_time=first, end_time=last, packets_in=w.packets_in,
                            packets_out=w.packets_out, bytes_in=w.bytes_in,
@@ -326,6 +343,7 @@ class GoldmaneStandIn:
                            num_connections_completed=w.completed, num_connections_live=w.live)
             flow.Key.CopyFrom(k.key)
             out.append((k.id, flow))
+        self.listed += len(out)
         return out
 
     def time_range(self, gte: int, lt: int) -> tuple[int, int]:
@@ -440,7 +458,11 @@ class _Flows(pbg.FlowsServicer):
     async def List(self, request: pb.FlowListRequest,
                    context: grpc.aio.ServicerContext[pb.FlowListRequest, pb.FlowListResult],
                    ) -> pb.FlowListResult:
+        self.gm.list_calls += 1
         gte, lt = self.gm.time_range(request.start_time_gte, request.start_time_lt)
+        if gte >= lt:
+            await context.abort(grpc.StatusCode.UNKNOWN,
+                                f"startTimeGt ({gte}) must be less than startTimeLt ({lt})")
         flows = sorted(self.gm.aggregate(gte, lt), key=lambda f: (-f[1].start_time, f[0]))
         total = len(flows)
         if request.page_size > 0:
