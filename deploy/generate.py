@@ -225,8 +225,8 @@ FLOWS = [
         'calico_exporter_source_up{source="goldmane"} == 0',
         for_="10m", severity="warning",
         summary="calico-exporter {{ $labels.instance }} cannot stream flows from Goldmane.",
-        description="calico-exporter {{ $labels.instance }} of job {{ $labels.job }} has had no "
-                    "working Flows.Stream from Goldmane for 10 minutes: the per-policy flow "
+        description="calico-exporter {{ $labels.instance }} of job {{ $labels.job }} has read no "
+                    "flows from Goldmane for 10 minutes: the per-policy flow "
                     "counters (calico_policy_flow_*) stand still and the staged-policy alert is "
                     "blind. calico_exporter_goldmane_reconnects_total says why.",
     ),

@@ -1,7 +1,7 @@
 """Flow metrics from Calico's Goldmane: per-policy connections, packets and bytes, staged hits.
 
 Attribution, label values and the cap are :mod:`exporter.flows.counters` and
-:mod:`exporter.flows.ingest`; why ``Flows.Stream`` is the source and how the counters stay exact
+:mod:`exporter.flows.ingest`; why the Flows API is the source and how the counters stay exact
 across reconnects and restarts: ``docs/goldmane.md``. Series are bounded by policies
 (``--goldmane-max-series``), never by pods, IPs or ports.
 """
@@ -60,7 +60,8 @@ NAMESPACE_CONNECTIONS = MetricSpec(
 )
 RECEIVED = MetricSpec(
     "calico_exporter_goldmane_flows_received_total", "counter",
-    "Flow results read from Goldmane's stream (one per flow key and 15-second window).",
+    "Flow results read from Goldmane (one per flow key and 15-second window with --goldmane-read "
+    "stream, one per flow key and poll with poll).",
 )
 DROPPED = MetricSpec(
     "calico_exporter_goldmane_flows_dropped_total", "counter",
