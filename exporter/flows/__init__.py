@@ -1,7 +1,8 @@
 """Per-policy flow counters from Calico's Goldmane (feature layer; imports no other feature).
 
 ``source`` reads Goldmane's completed flow windows over mutual TLS (``tls``), by polling
-``Flows.List`` (default) or following ``Flows.Stream``, and resumes where it stopped; ``ingest`` turns each flow result into per-policy counts (the hot path, pure);
+``Flows.List`` (default) or following ``Flows.Stream``, and resumes where it stopped;
+``ingest`` turns each flow result into per-policy counts (the hot path, pure);
 ``counters`` holds the totals the collector in ``exporter.metrics.flows`` reads. Only this
 package, the generated ``exporter.goldmane`` modules and the simulator import grpc.
 

@@ -74,7 +74,8 @@ async def test_counters_equal_the_stand_in_totals(read: str, certs: Certs) -> No
 
 
 @pytest.mark.parametrize("read", ["stream", "poll"])
-async def test_goldmane_restart_mid_run_neither_loses_nor_double_counts(read: str, certs: Certs) -> None:
+async def test_goldmane_restart_mid_run_neither_loses_nor_double_counts(read: str,
+                                                                        certs: Certs) -> None:
     """Goldmane restarts (forgetting everything, new IDs, shifted buckets) and Felix replays the
     flows it had already sent; the exporter resumes from where it stopped (a stream reconnects,
     a poller asks the new process): the replayed flows are not counted again, new ones are, and
