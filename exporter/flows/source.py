@@ -135,11 +135,12 @@ class GoldmaneSource:
         """Set while a stream is open on a READY channel (tests wait on it)."""
         self.connections = 0
         self._tracker: WindowTracker | None = None
+        self._counting = False
 
     @property
     def pending(self) -> bool:
-        """Whether received flows wait for their window to be committed."""
-        return self._tracker is not None and self._tracker.pending
+        """Whether received flows wait for their window (or poll) to be committed."""
+        return self._counting or (self._tracker is not None and self._tracker.pending)
 
     def _channel(self, credentials: grpc.ChannelCredentials) -> grpc.aio.Channel:
         options: list[tuple[str, str | int]] = [
@@ -258,7 +259,20 @@ class GoldmaneSource:
         counters = self.counters
         floor = self.resume_from or 0
         delta = Delta()
-        newest = floor
+        self._counting = True
+        try:
+            await self._sum_reply(results, floor, delta)
+        finally:
+            self._counting = False
+        newest = max([floor, *(r.flow.end_time for r in results)])
+        if delta.flows:
+            counters.commit(delta)
+        if newest > floor:
+            self.resume_from = newest
+
+    async def _sum_reply(self, results: Sequence[pb.FlowResult], floor: int,
+                         delta: Delta) -> None:
+        counters = self.counters
         for start in range(0, len(results), CHUNK):
             for result in results[start:start + CHUNK]:
                 counters.received += 1
@@ -269,13 +283,8 @@ class GoldmaneSource:
                 reason = attribute(flow, delta, counters)
                 if reason is not None:
                     counters.dropped[reason] += 1
-                newest = max(newest, flow.end_time)
             if start + CHUNK < len(results):
                 await asyncio.sleep(0)
-        if delta.flows:
-            counters.commit(delta)
-        if newest > floor:
-            self.resume_from = newest
 
     async def _read(self, call: grpc.aio.UnaryStreamCall[pb.FlowStreamRequest, pb.FlowResult],
                     tracker: WindowTracker, state: _Watch) -> str:
