@@ -364,7 +364,8 @@ class TestDurations:
             "api_timeout", "watch_timeout", "inactivity_timeout", "backoff_initial",
             "backoff_max", "node_status_update_period", "leak_grace_period", "bird_interval",
             "bird_timeout", "flap_interval", "header_read_timeout", "keepalive_timeout",
-            "token_review_cache_ttl", "access_review_allow_ttl", "access_review_deny_ttl"}
+            "token_review_cache_ttl", "access_review_allow_ttl", "access_review_deny_ttl",
+            "goldmane_stall_timeout"}
 
     @pytest.mark.parametrize("opt", DURATION_OPTIONS, ids=lambda o: o.name)
     @pytest.mark.parametrize(("text", "seconds"), FORMS, ids=[f for f, _ in FORMS])

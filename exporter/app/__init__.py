@@ -35,7 +35,7 @@ from exporter.logs import configure_logging
 log = structlog.get_logger(__name__)
 
 GROUPS_BY_COMMAND: dict[str, tuple[str, ...]] = {
-    "cluster": ("server", "access", "log", "kube", "watch", "node_status", "ipam"),
+    "cluster": ("server", "access", "log", "kube", "watch", "node_status", "ipam", "flows"),
     "node": ("server", "access", "log", "bird", "kube"),
     "probe": ("server", "access", "log", "probes", "kube"),
     "demo": ("server", "access", "log", "watch", "node_status", "ipam", "demo"),

@@ -361,6 +361,32 @@ def test_calico_api_flavours(flavour: str, group: str) -> None:
                                              node=WORKER0, pool=pool) == before + 1)
 
 
+def test_goldmane_flow_families(demo: Demo) -> None:
+    """The demo's exporter reads its Goldmane stand-in over mutual TLS: the lab's verdicts show
+    per policy (testns allowed into guestbook by mypolicy, the rest of guestbook's ingress denied
+    at the end of the default tier, egress to 8.0.0.0/8 denied by custom-deny-egress), the staged
+    lockdown would deny the allowed testns traffic, and the namespace pairs are on."""
+    def ready(s: Samples) -> bool:
+        return bool(value(s, "calico_policy_staged_flow_changed_connections_total",
+                          tier="default", kind="staged-calico", namespace="guestbook",
+                          policy="lockdown-guestbook", action="deny", direction="ingress"))
+
+    got = demo.wait_for(ready, timeout=90)
+    flow = "calico_policy_flow_connections_total"
+    assert value(got, flow, tier="default", kind="k8s", namespace="guestbook", policy="mypolicy",
+                 action="allow", direction="ingress")
+    assert value(got, flow, tier="default", kind="k8s", namespace="guestbook",
+                 policy="__end_of_tier__", action="deny", direction="ingress")
+    assert value(got, flow, tier="default", kind="calico", namespace="guestbook",
+                 policy="custom-deny-egress", action="deny", direction="egress")
+    assert value(got, "calico_policy_flow_bytes_total", tier="", kind="profile", namespace="",
+                 policy="__profile__", action="allow", direction="ingress")
+    assert value(got, "calico_namespace_flow_connections_total", source_namespace="testns",
+                 destination_namespace="guestbook", action="allow")
+    assert value(got, "calico_exporter_source_up", source="goldmane") == 1
+    assert value(got, "calico_exporter_goldmane_flows_received_total")
+
+
 def test_sigterm_exits_cleanly_within_2s(demo: Demo) -> None:
     """SIGTERM stops the demo (exporter, agent, emulator) cleanly in under 2 s, exit code 0
     (the module's last test: it stops the demo the others use)."""
