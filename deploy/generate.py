@@ -239,8 +239,8 @@ FLOWS = [
         summary="Staged policy {{ $labels.namespace }}/{{ $labels.policy }} would deny traffic "
                 "that is allowed today.",
         description="For 15 minutes, {{ $labels.direction }} connections that the enforced "
-                    "policies allow would be denied by the staged {{ $labels.kind }} policy "
-                    "{{ $labels.policy }} (tier {{ $labels.tier }}, namespace "
+                    "policies allow would be denied by the staged policy {{ $labels.policy }} "
+                    "(kind {{ $labels.kind }}, tier {{ $labels.tier }}, namespace "
                     "\"{{ $labels.namespace }}\") if it were enforced. Enforcing it as it is "
                     "would break that traffic.",
     ),

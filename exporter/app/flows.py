@@ -21,11 +21,15 @@ from exporter.config import FlowSettings
 from exporter.model.telemetry import Telemetry
 
 if TYPE_CHECKING:
+    from exporter.policy.index import PolicyIndex
     from exporter.sim.scenario import Scenario
 
 
-def build_flows_role(settings: FlowSettings, telemetry: Telemetry) -> Role:
-    """The role for ``settings`` (an empty one when Goldmane is not enabled)."""
+def build_flows_role(settings: FlowSettings, telemetry: Telemetry, *,
+                     policies: PolicyIndex | None = None) -> Role:
+    """The role for ``settings`` (an empty one when Goldmane is not enabled). With the cluster
+    role's ``policies``, the per-policy series carry the tier and name its policy series show
+    (``calico_network_policy_selected_pods``), so the two join."""
     if not settings.goldmane_enabled:
         return Role()
     from exporter.flows.counters import FlowCounters
@@ -34,7 +38,8 @@ def build_flows_role(settings: FlowSettings, telemetry: Telemetry) -> Role:
     from exporter.metrics.flows import FlowCollector
 
     counters = FlowCounters(max_series=settings.goldmane_max_series,
-                            namespace_pairs=settings.goldmane_namespace_pairs)
+                            namespace_pairs=settings.goldmane_namespace_pairs,
+                            names=None if policies is None else policies.shown)
     source = GoldmaneSource(
         address=settings.goldmane_address,
         server_name=settings.goldmane_server_name,

@@ -139,7 +139,7 @@ async def run_cluster(settings: Settings, stop: asyncio.Event) -> None:
     telemetry = Telemetry()
     async with connect(settings.kube) as api:
         role = build_cluster_role(api, settings, telemetry)
-        flows = build_flows_role(settings.flows, telemetry)
+        flows = build_flows_role(settings.flows, telemetry, policies=role.policies)
         await serve_roles([role, flows], settings=settings, telemetry=telemetry, stop=stop)
 
 
@@ -246,7 +246,8 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
                     settings, telemetry=telemetry, directory=Path(tmp)
                 ) as probe_role, demo_goldmane(scenario, Path(tmp)) as flow_settings:
                     role = build_cluster_role(api, settings, telemetry)
-                    flows_role = build_flows_role(flow_settings, telemetry)
+                    flows_role = build_flows_role(flow_settings, telemetry,
+                                                  policies=role.policies)
 
                     def banner(ports: list[int]) -> None:
                         sys.stdout.write(demo_banner(

@@ -8,10 +8,14 @@ no trace and is counted once when it is sent again.
 
 Label vocabulary (``docs/goldmane.md`` has the full table):
 
-- ``kind``: the exporter's policy kinds (``k8s``, ``calico``, ``global``, as in
-  ``calico_network_policies``), their staged variants (``staged-k8s``, ``staged-calico``,
-  ``staged-global``), ``cluster`` (ClusterNetworkPolicy), ``profile``; ``unknown`` for a kind
-  this version does not know (a newer Calico).
+- ``kind``: the exporter's policy kinds, the words of ``calico_network_policy_selected_pods``
+  (``k8s``, ``calico``, ``global``, ``staged``, ``staged_global``, ``staged_k8s``, ``cluster``),
+  and ``profile``; ``admin`` and ``baseline_admin`` from a Goldmane of Calico 3.30 or 3.31;
+  ``unknown`` for a kind this version does not know (a newer Calico).
+- ``tier``, ``policy``: with a :data:`PolicyNames` lookup (the cluster role's policy index), the
+  tier and the name the policy watches show for the policy Goldmane names, so the families join
+  with ``calico_network_policy_selected_pods`` on ``{kind,namespace,tier,policy}``; without one,
+  or for a policy the lookup does not know, Goldmane's tier and name (``exporter.flows.ingest``).
 - ``action``: ``allow``, ``deny``, ``pass``, or ``unknown``. ``direction``: ``egress`` for flows
   reported by the source (the source endpoint's egress policies decided), ``ingress`` for those
   reported by the destination.
@@ -37,6 +41,10 @@ PairKey = tuple[str, str, str]
 """(source_namespace, destination_namespace, action)."""
 
 OTHER = "__other__"
+
+PolicyNames = Callable[[str, str, str], tuple[str, str] | None]
+"""(kind, namespace, stored name) -> (tier, name as Calico shows it) of a policy the exporter
+watches; None when it knows none stored under that name."""
 
 DROP_REASONS = (
     "zero_counters",
@@ -94,6 +102,9 @@ class FlowCounters:
     """Most label sets per table; more are counted under ``__other__``."""
     namespace_pairs: bool = False
     """Whether the namespace-pair family is computed at all (off by default: cardinality)."""
+    names: PolicyNames | None = None
+    """Where committed label sets take the tier and name of the policy as the policy watches
+    show it (see :meth:`named`); None keeps Goldmane's."""
 
     policy: dict[PolicyKey, list[int]] = field(default_factory=dict)
     staged: dict[PolicyKey, int] = field(default_factory=dict)
@@ -124,7 +135,9 @@ class FlowCounters:
 
         ``new_window`` is False for late flows of a window that was already committed."""
         cap = self.max_series
+        named = self.named if self.names is not None else _same
         for key, (conns, packets, nbytes) in delta.policy.items():
+            key = named(key)
             total = self.policy.get(key)
             if total is None:
                 if len(self.policy) >= cap:
@@ -133,11 +146,29 @@ class FlowCounters:
             total[0] += conns
             total[1] += packets
             total[2] += nbytes
-        _add_capped(self.staged, delta.staged, cap, _other_policy)
-        _add_capped(self.staged_changed, delta.staged_changed, cap, _other_policy)
-        _add_capped(self.pairs, delta.pairs, cap, _other_pair)
+        _add_capped(self.staged, delta.staged, cap, _other_policy, named)
+        _add_capped(self.staged_changed, delta.staged_changed, cap, _other_policy, named)
+        _add_capped(self.pairs, delta.pairs, cap, _other_pair, _same)
         if new_window:
             self.windows += 1
+
+    def named(self, key: PolicyKey) -> PolicyKey:
+        """``key`` with the tier and name the policy watches show for the policy it names.
+
+        Goldmane names a policy as Calico stores it, and a Goldmane of Calico 3.30 or 3.31 (its
+        ``HitFromString``) also drops the ``<tier>.`` every stored Calico policy name carried
+        then: the lookup tries the name, then ``<tier>.<name>``. Once per label set and window
+        (never per flow). Markers (``__end_of_tier__``, ``__profile__``) stay as they are."""
+        names = self.names
+        tier, kind, namespace, name = key[0], key[1], key[2], key[3]
+        if names is None or name.startswith("__"):
+            return key
+        found = names(kind, namespace, name)
+        if found is None and tier:
+            found = names(kind, namespace, f"{tier}.{name}")
+        if found is None or (found[0], found[1]) == (tier, name):
+            return key
+        return (found[0], kind, namespace, found[1], key[4], key[5])
 
 
 def _other_policy(key: PolicyKey) -> PolicyKey:
@@ -148,13 +179,18 @@ def _other_pair(key: PairKey) -> PairKey:
     return (OTHER, OTHER, key[2])
 
 
+def _same(key: K) -> K:
+    return key
+
+
 def _add_capped(total: dict[K, int], delta: dict[K, int], cap: int,
-                other: Callable[[K], K]) -> None:
+                other: Callable[[K], K], named: Callable[[K], K]) -> None:
     for key, n in delta.items():
+        key = named(key)
         if key not in total and len(total) >= cap:
             key = other(key)
         total[key] = total.get(key, 0) + n
 
 
 __all__ = ["DROP_REASONS", "OTHER", "RECONNECT_REASONS", "UNKNOWN_FIELDS", "Delta",
-           "FlowCounters", "PairKey", "PolicyKey"]
+           "FlowCounters", "PairKey", "PolicyKey", "PolicyNames"]

@@ -14,6 +14,16 @@ Two pure pieces, tested on recorded and constructed messages without any network
   next connection must start (``FlowStreamRequest.start_time_gte``), so a reconnect neither
   loses nor double counts a window.
 
+Labels (``docs/goldmane.md`` has the table): ``kind`` is the exporter's policy kind (the words
+``calico_network_policy_selected_pods`` uses, ``exporter.model.policy.POLICY_KINDS``) for Goldmane's
+``PolicyKind``, plus ``profile``, ``admin`` and ``baseline_admin`` (Calico 3.30-3.31's
+AdminNetworkPolicy kinds, reserved since 3.32) and ``unknown``; ``policy`` is the name Goldmane
+reports, which is the name Calico stores (Felix's ``model.PolicyKey``, v3.32.1
+felix/calc/policy_lookup_cache.go ``setFlowLogPolicyName``), converted as Calico converts a stored
+name when nothing else is known (:func:`~exporter.model.policy.determine_policy_name`);
+:class:`~exporter.flows.counters.FlowCounters` replaces it with the name and tier the policy
+watches show, when it is given a lookup (the cluster role's policy index).
+
 Which hit decided: Felix reports, per flow, the enforced policy trace in evaluation order (one
 hit per tier traversed: ``pass`` hits, then the hit whose action became the flow's action;
 ``policy_index`` is the position; felix/collector/flowlog/types.go ``newPolicySet``). The
@@ -32,28 +42,38 @@ from collections.abc import Iterable
 
 from exporter.flows.counters import Delta, FlowCounters, PolicyKey
 from exporter.goldmane import api_pb2 as pb
+from exporter.model.policy import determine_policy_name
 
 END_OF_TIER = "__end_of_tier__"
 PROFILE = "__profile__"
+
+ADMIN_NETWORK_POLICY = 7
+BASELINE_ADMIN_NETWORK_POLICY = 8
+"""PolicyKind values of Calico 3.30 and 3.31's api.proto (Kubernetes AdminNetworkPolicy and
+BaselineAdminNetworkPolicy); v3.32.1 reserves them (ClusterNetworkPolicy replaced both), so the
+generated module has no names for them, but a Goldmane of 3.30 or 3.31 sends them."""
 
 KINDS: dict[int, str] = {
     pb.CalicoNetworkPolicy: "calico",
     pb.GlobalNetworkPolicy: "global",
     pb.NetworkPolicy: "k8s",
-    pb.StagedNetworkPolicy: "staged-calico",
-    pb.StagedGlobalNetworkPolicy: "staged-global",
-    pb.StagedKubernetesNetworkPolicy: "staged-k8s",
+    pb.StagedNetworkPolicy: "staged",
+    pb.StagedGlobalNetworkPolicy: "staged_global",
+    pb.StagedKubernetesNetworkPolicy: "staged_k8s",
     pb.ClusterNetworkPolicy: "cluster",
     pb.Profile: "profile",
+    ADMIN_NETWORK_POLICY: "admin",
+    BASELINE_ADMIN_NETWORK_POLICY: "baseline_admin",
 }
-"""Goldmane's PolicyKind -> our ``kind`` label (``calico_network_policies`` uses the same words
-for the kinds it has). EndOfTier is not here: it takes its trigger's kind."""
+"""Goldmane's PolicyKind -> our ``kind`` label: for every kind the policy watches know, the
+exact word ``calico_network_policy_selected_pods`` uses (``POLICY_KINDS``), so the families join
+on ``{kind,namespace,tier,policy}``. EndOfTier is not here: it takes its trigger's kind."""
 STAGED_KINDS = frozenset({pb.StagedNetworkPolicy, pb.StagedGlobalNetworkPolicy,
                           pb.StagedKubernetesNetworkPolicy})
-TIER_PREFIXED_KINDS = frozenset({pb.CalicoNetworkPolicy, pb.GlobalNetworkPolicy,
-                                 pb.StagedNetworkPolicy, pb.StagedGlobalNetworkPolicy})
-"""Kinds whose names Calico up to v3.31 stored with a ``<tier>.`` prefix; the prefix is removed,
-as ``calico_network_policy_selected_pods`` does."""
+TIERED_NAME_KINDS = frozenset({pb.CalicoNetworkPolicy, pb.GlobalNetworkPolicy,
+                               pb.StagedNetworkPolicy, pb.StagedGlobalNetworkPolicy})
+"""Kinds whose stored names Calico up to v3.31 prefixed with their tier (``default.x``), and whose
+names Calico converts (:func:`~exporter.model.policy.determine_policy_name`)."""
 ACTIONS: dict[int, str] = {pb.Allow: "allow", pb.Deny: "deny", pb.Pass: "pass"}
 DIRECTIONS: dict[int, str] = {pb.Src: "egress", pb.Dst: "ingress"}
 KNOWN_ENDPOINT_TYPES = frozenset({pb.WorkloadEndpoint, pb.HostEndpoint, pb.NetworkSet,
@@ -81,10 +101,9 @@ def _action(action: int, counters: FlowCounters) -> str:
 
 
 def _policy_name(hit: pb.PolicyHit) -> str:
-    name = hit.name
-    if hit.kind in TIER_PREFIXED_KINDS and hit.tier and name.startswith(hit.tier + "."):
-        return name[len(hit.tier) + 1:]
-    return name
+    if hit.kind in TIERED_NAME_KINDS:
+        return determine_policy_name(hit.name, hit.tier)
+    return hit.name
 
 
 def hit_labels(hit: pb.PolicyHit, direction: str, counters: FlowCounters) -> PolicyKey:

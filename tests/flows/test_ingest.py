@@ -49,10 +49,18 @@ def test_end_of_tier_and_profile_are_named_with_their_tier() -> None:
     }
 
 
-def test_tier_prefix_of_calico_names_is_removed() -> None:
-    """Calico up to v3.31 named policies <tier>.<name>; the label is the name alone."""
-    c = count(flow(enforced=[hit("security.block", tier="security", action=pb.Allow)]))
-    assert list(c.policy) == [("security", "calico", "ns", "block", "allow", "egress")]
+def test_names_are_converted_as_calico_converts_a_stored_name() -> None:
+    """Goldmane names a policy as Calico stores it; without a policy lookup the label is that
+    name as libcalico-go's determinePolicyName converts it (k8s/resources/resources.go, v3.32.1):
+    a default-tier "default." goes, any other tier's prefix stays (Calico shows security.block
+    as security.block), and only Calico's own kinds are converted."""
+    c = count(flow(enforced=[hit("security.block", tier="security")]),
+              flow(enforced=[hit("default.redis", tier="default")]),
+              flow(enforced=[hit("default.web", kind=pb.NetworkPolicy)]))
+    assert sorted(c.policy) == [
+        ("default", "calico", "ns", "redis", "allow", "egress"),
+        ("default", "k8s", "ns", "default.web", "allow", "egress"),
+        ("security", "calico", "ns", "security.block", "allow", "egress")]
 
 
 def test_zero_counter_flows_are_dropped_and_counted() -> None:
@@ -119,7 +127,7 @@ def test_staged_hits_and_would_be_changes() -> None:
     f = flow(reporter=pb.Dst, action=pb.Allow, enforced=[enforced],
              pending=[staged], started=3)
     c = count(f)
-    key = ("default", "staged-calico", "guestbook", "lockdown", "deny", "ingress")
+    key = ("default", "staged", "guestbook", "lockdown", "deny", "ingress")
     assert c.staged == {key: 3}
     assert c.staged_changed == {key: 3}
     assert c.policy == {("default", "k8s", "guestbook", "mypolicy", "allow", "ingress"):
@@ -133,7 +141,7 @@ def test_staged_end_of_tier_counts_under_the_staged_kind() -> None:
                                                                namespace="", tier="")],
              pending=[end_of_tier(trig, index=0)])
     c = count(f)
-    key = ("default", "staged-k8s", "web", "__end_of_tier__", "deny", "ingress")
+    key = ("default", "staged_k8s", "web", "__end_of_tier__", "deny", "ingress")
     assert c.staged == {key: 1}
     assert c.staged_changed == {key: 1}
 

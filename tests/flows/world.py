@@ -26,9 +26,12 @@ from exporter.sim.goldmane import GoldmaneStandIn
 from tests.access.certs import Pair, make_ca, make_cert
 
 KIND_WORD = {pb.CalicoNetworkPolicy: "calico", pb.GlobalNetworkPolicy: "global",
-             pb.NetworkPolicy: "k8s", pb.StagedNetworkPolicy: "staged-calico",
-             pb.StagedGlobalNetworkPolicy: "staged-global",
-             pb.StagedKubernetesNetworkPolicy: "staged-k8s", pb.Profile: "profile"}
+             pb.NetworkPolicy: "k8s", pb.StagedNetworkPolicy: "staged",
+             pb.StagedGlobalNetworkPolicy: "staged_global",
+             pb.StagedKubernetesNetworkPolicy: "staged_k8s", pb.ClusterNetworkPolicy: "cluster",
+             pb.Profile: "profile"}
+"""The kind words of calico_network_policy_selected_pods (exporter.model.policy.POLICY_KINDS),
+written out here."""
 ACTION_WORD = {pb.Allow: "allow", pb.Deny: "deny", pb.Pass: "pass"}
 
 
