@@ -22,7 +22,7 @@ from exporter.model.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from exporter.policy.index import PolicyIndex
-    from exporter.sim.scenario import Scenario
+    from exporter.sim.apiserver import ApiServer
 
 
 def build_flows_role(settings: FlowSettings, telemetry: Telemetry, *,
@@ -54,14 +54,17 @@ def build_flows_role(settings: FlowSettings, telemetry: Telemetry, *,
 
 
 @asynccontextmanager
-async def demo_goldmane(scenario: Scenario, directory: Path, *,
+async def demo_goldmane(api: ApiServer, directory: Path, *, settings: FlowSettings,
                         interval: int = 15) -> AsyncIterator[FlowSettings]:
     """The demo's Goldmane: the stand-in on loopback over mutual TLS (certificates made for
     this run in ``directory``), fed every ``interval`` seconds with the flows of the simulated
-    lab's conversations (``exporter.sim.flowfeed``); yields the settings that point at it."""
+    lab's conversations, their verdicts from the policies ``api`` holds now
+    (``exporter.sim.flowfeed``); yields ``settings`` pointed at it (the read mode, series cap and
+    stall timeout stay the user's; the namespace pairs are on, so the demo shows every family)."""
     import asyncio
+    import dataclasses
 
-    from exporter.sim.flowfeed import DEMO_CONVERSATIONS, DEMO_STAGED, FlowFeed
+    from exporter.sim.flowfeed import DEMO_CONVERSATIONS, FlowFeed
     from exporter.sim.goldmane import GoldmaneStandIn
     from exporter.sim.tls import self_signed
 
@@ -73,7 +76,7 @@ async def demo_goldmane(scenario: Scenario, directory: Path, *,
     gm = GoldmaneStandIn(server_cert=server_cert, server_key=server_key, client_ca=client_cert,
                          interval=interval, keep_ledger=False)
     port = await gm.start("127.0.0.1", 0)
-    feed = FlowFeed(scenario, DEMO_CONVERSATIONS, DEMO_STAGED)
+    feed = FlowFeed(api, DEMO_CONVERSATIONS)
 
     async def run_feed() -> None:
         while True:
@@ -87,11 +90,11 @@ async def demo_goldmane(scenario: Scenario, directory: Path, *,
 
     task = asyncio.create_task(run_feed(), name="demo-goldmane-feed")
     try:
-        yield FlowSettings(goldmane_enabled=True, goldmane_address=f"127.0.0.1:{port}",
-                           goldmane_cert_file=str(directory / "tls.crt"),
-                           goldmane_key_file=str(directory / "tls.key"),
-                           goldmane_ca_file=str(directory / "goldmane-ca.crt"),
-                           goldmane_namespace_pairs=True)
+        yield dataclasses.replace(
+            settings, goldmane_enabled=True, goldmane_address=f"127.0.0.1:{port}",
+            goldmane_server_name="", goldmane_cert_file=str(directory / "tls.crt"),
+            goldmane_key_file=str(directory / "tls.key"),
+            goldmane_ca_file=str(directory / "goldmane-ca.crt"), goldmane_namespace_pairs=True)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -189,6 +189,9 @@ A pod deleted with kubectl keeps its address, as if the CNI plugin never release
 --leak-grace-period ({grace}) calico_ipam_leaked_addresses counts it on its node.
 In namespace "default" a NetworkPolicy with a typo in its selector selects no pod
 (calico_network_policy_selected_pods 0), next to a NetworkSet and a GlobalNetworkSet.
+In "guestbook" the staged policy lockdown-guestbook would deny what mypolicy lets testns send
+today: calico_policy_staged_flow_changed_connections_total{{action="deny"}} counts it (the
+CalicoStagedPolicyWouldDeny alert), with the labels of its calico_network_policy_* series.
 {flap}Stop with Ctrl-C.
 """
 
@@ -244,7 +247,9 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
                 node_endpoints = _node_endpoints(settings.demo.node_listen, nodes, birds.path)
                 async with connect(settings.kube) as api, demo_probe_role(
                     settings, telemetry=telemetry, directory=Path(tmp)
-                ) as probe_role, demo_goldmane(scenario, Path(tmp)) as flow_settings:
+                ) as probe_role, demo_goldmane(
+                    apiserver, Path(tmp), settings=settings.flows
+                ) as flow_settings:
                     role = build_cluster_role(api, settings, telemetry)
                     flows_role = build_flows_role(flow_settings, telemetry,
                                                   policies=role.policies)
