@@ -51,10 +51,11 @@ DESCRIPTIONS = {
     "demo": "Run the exporter (cluster mode with Goldmane's flows, and node mode for every node) "
     "and a probe agent against the built-in simulated Calico cluster and a Goldmane stand-in.",
     "check-config": "Validate the settings of one mode and what it will need (cluster: the "
-    "kubeconfig; node: a node name; probe: the probe config, whose probes are listed with their "
-    "schedule; any mode: the TLS files, and with --authorize-scrapers the kubeconfig), print "
-    "that mode's effective settings and exit: 0 when valid (warnings about contradictions go "
-    "to stderr), 2 when not, with every problem listed.",
+    "kubeconfig and, with --goldmane-enabled, Goldmane's client certificate files; node: a "
+    "node name; probe: the probe config, whose probes are listed with their schedule; any mode: "
+    "the TLS files, and with --authorize-scrapers the kubeconfig), print that mode's effective "
+    "settings and exit: 0 when valid (warnings about contradictions go to stderr), 2 when not, "
+    "with every problem listed.",
     "selector": "Parse a Calico selector, print its canonical form and, given labels, whether it "
     "matches: exit 0 on a match, 1 on no match, 2 on a parse error. --labels with no pairs is "
     "the empty label set; --labels may be repeated.",
