@@ -6,6 +6,9 @@ Three measurements over the same ``--flows`` FlowResults (each decided by one of
 
 - ``decode``: ``FlowResult.FromString`` on every serialized message: the floor.
 - ``ingest``: decode plus the exporter's hot path (``WindowTracker.receive``, commits included).
+- ``ingest_named``: the same with the policy-name lookup the cluster role gives the counters
+  (``FlowCounters.names``, here a dict of every policy as ``PolicyIndex.shown`` answers), which
+  runs once per label set and window.
 - ``stream``: end to end: a Goldmane stand-in in a child process streams the messages over
   mutual TLS on loopback, the exporter's ``GoldmaneSource`` follows the stream; this process's
   CPU time (gRPC, decoding, counting) from the first message to the last commit.
@@ -32,7 +35,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from exporter.flows.counters import FlowCounters
+from exporter.flows.counters import FlowCounters, PolicyNames
 from exporter.flows.ingest import WindowTracker
 from exporter.goldmane import api_pb2 as pb
 
@@ -73,8 +76,18 @@ def measure_decode(raw: list[bytes]) -> float:
     return time.process_time() - start
 
 
-def measure_ingest(raw: list[bytes]) -> tuple[float, FlowCounters]:
-    counters = FlowCounters(max_series=1_000_000)
+def policy_names(policies: int) -> PolicyNames:
+    """``PolicyIndex.shown`` over the bench's policies (stored as ``default.<name>`` by a Calico
+    before 3.32, shown without the prefix), as a dict lookup."""
+    shown = {("calico", f"ns{p % 50}", f"default.policy-{p}"): ("default", f"policy-{p}")
+             for p in range(policies)}
+    shown[("global", "", "platform-pass")] = ("platform", "platform-pass")
+    return lambda kind, namespace, name: shown.get((kind, namespace, name))
+
+
+def measure_ingest(raw: list[bytes], names: PolicyNames | None = None
+                   ) -> tuple[float, FlowCounters]:
+    counters = FlowCounters(max_series=1_000_000, names=names)
     tracker = WindowTracker(counters, resume_from=None)
     start = time.process_time()
     parse = pb.FlowResult.FromString
@@ -221,6 +234,8 @@ def main(flows: int, policies: int, window: int, memory_policies: int) -> dict[s
     del results
     decode = min(measure_decode(raw) for _ in range(3))
     ingest = min(measure_ingest(raw)[0] for _ in range(3))
+    names = policy_names(policies)
+    ingest_named = min(measure_ingest(raw, names)[0] for _ in range(3))
     with tempfile.TemporaryDirectory() as tmp:
         make_certs(Path(tmp))
         stream_cpu, stream_wall = asyncio.run(measure_stream(Path(tmp), flows, policies, window))
@@ -230,6 +245,8 @@ def main(flows: int, policies: int, window: int, memory_policies: int) -> dict[s
         "decode_per_cpu_s": round(flows / decode),
         "ingest_per_cpu_s": round(flows / ingest),
         "ingest_ratio_vs_decode": round(decode / ingest, 3),
+        "ingest_named_per_cpu_s": round(flows / ingest_named),
+        "ingest_named_ratio_vs_ingest": round(ingest / ingest_named, 3),
         "stream_per_cpu_s": round(flows / stream_cpu),
         "stream_ratio_vs_decode": round(decode / stream_cpu, 3),
         "stream_per_wall_s": round(flows / stream_wall),

@@ -196,7 +196,8 @@ class BirdSettings:
 
 @dataclass(frozen=True, slots=True)
 class FlowSettings:
-    """Per-policy flow counters from Calico's Goldmane (cluster role; off by default)."""
+    """Per-policy flow counters from Calico's Goldmane (cluster role, off by default; the demo
+    reads its own stand-in with the read mode, series cap and stall timeout set here)."""
 
     goldmane_enabled: bool = False
     """Read flows from Goldmane's gRPC API (Calico 3.30+, a tech preview not on every install)
