@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEB_PACKAGES := prometheus bird nftables iproute2 procps openssl buildah debootstrap
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck imports pytest deb-deps image bench bench-quick clean
+.PHONY: demo test lint typecheck imports pytest deb-deps image bench bench-quick proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -59,6 +59,10 @@ bench-quick: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.harness --full --write-doc docs/performance.md
+
+# Regenerate exporter/goldmane/api_pb2*.py{,i} from api.proto (committed; a test checks them).
+proto: $(STAMP)
+	$(BIN)/python tools/gen_proto.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -13,7 +13,8 @@ copied to ``deploy/helm/calico-exporter/files/dashboards/``.
 Run ``python deploy/generate.py`` after changing an alert or a dashboard; ``--check`` exits 1 and
 lists the stale files instead of writing them (the test suite runs it).
 
-Conventions: CamelCase alert names; ``severity`` is ``warning`` or ``critical``; ``summary``,
+Conventions: CamelCase alert names; ``severity`` is ``critical`` (pages), ``warning`` (a ticket)
+or ``info`` (worth knowing, nothing is broken yet: route it to a channel, not a pager); ``summary``,
 ``description`` and ``runbook_url`` (``docs/runbooks.md#<alert name in lower case>``) on every
 alert. Aggregations keep ``cluster`` so one Prometheus can watch several clusters, annotations
 only name labels the expression keeps, ``rate()``/``increase()`` only ever see counters, and
@@ -197,7 +198,7 @@ EXPORTER = [
     ),
     alert(
         "CalicoExporterSourceDown",
-        "calico_exporter_source_up == 0",
+        'calico_exporter_source_up{source!="goldmane"} == 0',
         for_="10m", severity="warning",
         summary="calico-exporter {{ $labels.instance }} cannot read its {{ $labels.source }} "
                 "source.",
@@ -219,11 +220,38 @@ EXPORTER = [
     ),
 ]
 
+FLOWS = [
+    alert(
+        "CalicoGoldmaneDown",
+        'calico_exporter_source_up{source="goldmane"} == 0',
+        for_="10m", severity="warning",
+        summary="calico-exporter {{ $labels.instance }} cannot stream flows from Goldmane.",
+        description="calico-exporter {{ $labels.instance }} of job {{ $labels.job }} has read no "
+                    "flows from Goldmane for 10 minutes: the per-policy flow "
+                    "counters (calico_policy_flow_*) stand still and the staged-policy alert is "
+                    "blind. calico_exporter_goldmane_reconnects_total says why.",
+    ),
+    alert(
+        "CalicoStagedPolicyWouldDeny",
+        "sum by (cluster, tier, kind, namespace, policy, direction) "
+        '(increase(calico_policy_staged_flow_changed_connections_total{action="deny"}[5m])) > 0',
+        for_="15m", severity="info",
+        summary="Staged policy {{ $labels.namespace }}/{{ $labels.policy }} would deny traffic "
+                "that is allowed today.",
+        description="For 15 minutes, {{ $labels.direction }} connections that the enforced "
+                    "policies allow would be denied by the staged policy {{ $labels.policy }} "
+                    "(kind {{ $labels.kind }}, tier {{ $labels.tier }}, namespace "
+                    "\"{{ $labels.namespace }}\") if it were enforced. Enforcing it as it is "
+                    "would break that traffic.",
+    ),
+]
+
 GROUPS = [
     {"name": "calico-exporter.bgp", "rules": BGP},
     {"name": "calico-exporter.ipam", "rules": IPAM},
     {"name": "calico-exporter.probes", "rules": PROBES},
     {"name": "calico-exporter.exporter", "rules": EXPORTER},
+    {"name": "calico-exporter.flows", "rules": FLOWS},
 ]
 
 

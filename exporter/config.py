@@ -196,6 +196,43 @@ class BirdSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class FlowSettings:
+    """Per-policy flow counters from Calico's Goldmane (cluster role, off by default; the demo
+    reads its own stand-in with the read mode, series cap and stall timeout set here)."""
+
+    goldmane_enabled: bool = False
+    """Read flows from Goldmane's gRPC API (Calico 3.30+, a tech preview not on every install)
+    and export per-policy allow, deny and pass counters. Needs the three --goldmane-*-file
+    settings: Goldmane accepts only mutual TLS."""
+    goldmane_address: str = "goldmane.calico-system.svc:7443"
+    """Goldmane's gRPC endpoint, as host:port."""
+    goldmane_read: str = "poll"
+    """How to read Goldmane's flows: poll (Flows.List of the completed windows every 15 s, one
+    message per poll) or stream (Flows.Stream, one message per flow and window: about a tenth of
+    the throughput in Python). Both count every window once and resume where they stopped."""
+    goldmane_server_name: str = ""
+    """Name to verify in Goldmane's server certificate; empty: the host of --goldmane-address.
+    The operator issues it for goldmane, goldmane.calico-system and the .svc names."""
+    goldmane_cert_file: str = ""
+    """PEM client certificate Goldmane trusts (signed by a CA in its goldmane-ca-bundle);
+    re-read, with the key and CA, when the files change."""
+    goldmane_key_file: str = ""
+    """PEM private key of --goldmane-cert-file."""
+    goldmane_ca_file: str = ""
+    """PEM CA bundle that signed Goldmane's server certificate (tigera-ca-bundle's ca.crt)."""
+    goldmane_max_series: int = 10000
+    """Most label sets per flow family; traffic of further policies (or namespace pairs) is
+    counted under policy="__other__" (source_namespace="__other__")."""
+    goldmane_namespace_pairs: bool = False
+    """Also export calico_namespace_flow_connections_total (one series per source namespace,
+    destination namespace and action, so up to namespaces squared). A plain switch until the
+    metrics allow-list replaces it."""
+    goldmane_stall_timeout: float = 120.0
+    """Reconnect when the flow stream delivered nothing for this long (Goldmane streams every
+    15 s while any traffic flows); the reconnect resumes where the stream stopped."""
+
+
+@dataclass(frozen=True, slots=True)
 class DemoSettings:
     """The built-in simulated cluster (demo role)."""
 
@@ -226,6 +263,7 @@ class Settings:
     ipam: IpamSettings = field(default_factory=IpamSettings)
     probes: ProbeSettings = field(default_factory=ProbeSettings)
     bird: BirdSettings = field(default_factory=BirdSettings)
+    flows: FlowSettings = field(default_factory=FlowSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
 
 
@@ -405,6 +443,8 @@ _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "token_review_cache_ttl": (0, True, None),
     "access_review_allow_ttl": (0, True, None),
     "access_review_deny_ttl": (0, True, None),
+    "goldmane_max_series": (1, True, None),
+    "goldmane_stall_timeout": (0, False, None),
 }
 """name -> (lowest, lowest allowed, highest allowed): zero or negative values that make no
 sense (a timeout, an interval, a page size) are rejected. ``watch_timeout`` becomes the integer
@@ -418,6 +458,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "log_format": ("auto", "json", "console"),
     "calico_api_group": CALICO_API_GROUPS,
     "calico_api": ("v1", "v3", "both"),
+    "goldmane_read": ("poll", "stream"),
 }
 
 
@@ -447,6 +488,12 @@ def _value_problem(opt: Option, value: Any) -> str | None:
         except ValueError as exc:
             return str(exc)
         return None
+    if opt.name == "goldmane_address":
+        try:
+            host, _ = split_listen(value)
+        except ValueError:
+            host = ""
+        return None if host else f"{value!r} is not host:port or [IPv6]:port"
     if opt.name in _CHOICES and value not in _CHOICES[opt.name]:
         return f"{value!r} is not one of {', '.join(_CHOICES[opt.name])}"
     if opt.name == "node_status_classes":
@@ -521,6 +568,9 @@ def check(
     return settings, problems + _combination_problems(settings, wanted)
 
 
+_GOLDMANE_FILES = ("goldmane_cert_file", "goldmane_key_file", "goldmane_ca_file")
+
+
 def _combination_problems(settings: Settings, wanted: set[str]) -> list[str]:
     """Values valid one by one that cannot work together: errors, where
     :func:`contradictions` are warnings."""
@@ -534,6 +584,18 @@ def _combination_problems(settings: Settings, wanted: set[str]) -> list[str]:
             out.append("invalid value for --tls-client-ca-file "
                        "(CALICO_EXPORTER_TLS_CLIENT_CA_FILE): mutual TLS needs "
                        "--tls-cert-file and --tls-key-file")
+    flows = settings.flows
+    if "flows" in wanted:
+        missing = [opt.flag for opt in options() if opt.name in _GOLDMANE_FILES
+                   and not getattr(flows, opt.name)]
+        if flows.goldmane_enabled and missing:
+            out.append("invalid value for --goldmane-enabled (CALICO_EXPORTER_GOLDMANE_ENABLED): "
+                       "Goldmane accepts only mutual TLS: --goldmane-enabled needs "
+                       f"{', '.join(missing)}")
+        elif bool(flows.goldmane_cert_file) != bool(flows.goldmane_key_file):
+            out.append("invalid value for --goldmane-cert-file "
+                       "(CALICO_EXPORTER_GOLDMANE_CERT_FILE): --goldmane-cert-file and "
+                       "--goldmane-key-file go together")
     return out
 
 
@@ -618,6 +680,12 @@ def contradictions(settings: Settings, groups: Iterable[str] | None = None) -> l
     if "access" in wanted and access.authorize_scrapers and not access.tls_cert_file:
         out.append("--authorize-scrapers without --tls-cert-file: scrapers send their bearer "
                    "tokens over plain HTTP")
+    flows = settings.flows
+    if ("flows" in wanted and flows.goldmane_read == "stream"
+            and flows.goldmane_stall_timeout <= 15):
+        out.append(f"--goldmane-stall-timeout ({flows.goldmane_stall_timeout:g}s) is not longer "
+                   "than the 15s between Goldmane's windows: quiet but healthy flow streams "
+                   "will be restarted")
     return out
 
 
@@ -637,6 +705,7 @@ def describe(settings: Settings, groups: Iterable[str] | None = None) -> dict[st
 __all__ = [
     "AccessSettings",
     "ConfigError",
+    "FlowSettings",
     "Option",
     "Settings",
     "WholeSeconds",

@@ -486,10 +486,30 @@ def policy() -> dict[str, Any]:
                           "{{direction}} {{action}}"),
                    stack=True,
                    description="Rules of every policy kind by action (Allow, Deny, Log, Pass)."),
+        row("Traffic verdicts (Goldmane)"),
+        timeseries("Denied connections by policy",
+                   target("sum by (tier, kind, namespace, policy, direction) "
+                          "(rate(calico_policy_flow_connections_total"
+                          f"{sel(action='deny', **ns)}[5m]))",
+                          "{{tier}} {{namespace}}/{{policy}} {{direction}}"),
+                   unit="cps",
+                   description="Connections per second the dataplane denied, by the policy that "
+                               "decided (Goldmane's flows; __end_of_tier__: a tier's policies "
+                               "selected the pod but no rule matched). Empty without "
+                               "--goldmane-enabled."),
+        timeseries("Staged policies that would deny",
+                   target("sum by (tier, kind, namespace, policy, direction) "
+                          "(rate(calico_policy_staged_flow_changed_connections_total"
+                          f"{sel(action='deny', **ns)}[5m]))",
+                          "{{tier}} {{namespace}}/{{policy}} {{direction}}"),
+                   unit="cps",
+                   description="Connections per second allowed today that a staged policy "
+                               "would deny once enforced (CalicoStagedPolicyWouldDeny)."),
     )
     return dashboard("calico-exporter-policy", "Calico Policy",
                      "Which pods policies select per tier, policies that select nothing, staged "
-                     "policies and pods no policy isolates.",
+                     "policies, pods no policy isolates, and the traffic policies deny (or, "
+                     "staged, would deny).",
                      [cluster_variable("calico_pods_isolated"),
                       variable("namespace", "Namespace",
                                'label_values(calico_pods_isolated{cluster=~"$cluster"}, '

@@ -13,6 +13,7 @@ import yaml
 from exporter import config
 from exporter.app import GROUPS_BY_COMMAND
 from exporter.config import ConfigError
+from tests.access.certs import make_ca, make_cert
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -240,6 +241,73 @@ class TestCheckConfigModes:
         assert shown["max_connections"] == 64
         assert shown["calico_api_group"] == "auto"
 
+    def test_cluster_goldmane_settings(self, kubeconfig: Path) -> None:
+        """cluster: the Goldmane settings in the one scheme, every problem at once: a choice, a
+        dialable address, a series cap, a duration, and the mutual-TLS files
+        --goldmane-enabled needs."""
+        result = cli("check-config", "cluster", "--kubeconfig", str(kubeconfig),
+                     "--goldmane-enabled", "--goldmane-cert-file", "/c.crt",
+                     "--goldmane-read", "push", "--goldmane-address", ":7443",
+                     env={"CALICO_EXPORTER_GOLDMANE_MAX_SERIES": "0",
+                          "CALICO_EXPORTER_GOLDMANE_STALL_TIMEOUT": "2 minutes"})
+        assert result.returncode == 2
+        assert _errors(result) == [
+            "invalid value for --goldmane-address (CALICO_EXPORTER_GOLDMANE_ADDRESS): ':7443' "
+            "is not host:port or [IPv6]:port",
+            "invalid value for --goldmane-read (CALICO_EXPORTER_GOLDMANE_READ): 'push' is not "
+            "one of poll, stream",
+            "invalid value for --goldmane-max-series (CALICO_EXPORTER_GOLDMANE_MAX_SERIES): must "
+            "be at least 1",
+            "invalid value for --goldmane-stall-timeout (CALICO_EXPORTER_GOLDMANE_STALL_TIMEOUT): "
+            "'2 minutes' is not a duration like 30s, 1m30s or 500ms",
+            "invalid value for --goldmane-enabled (CALICO_EXPORTER_GOLDMANE_ENABLED): Goldmane "
+            "accepts only mutual TLS: --goldmane-enabled needs --goldmane-key-file, "
+            "--goldmane-ca-file",
+        ]
+        pair = cli("check-config", "cluster", "--kubeconfig", str(kubeconfig),
+                   "--goldmane-cert-file", "/c.crt")
+        assert _errors(pair) == [
+            "invalid value for --goldmane-cert-file (CALICO_EXPORTER_GOLDMANE_CERT_FILE): "
+            "--goldmane-cert-file and --goldmane-key-file go together"]
+
+    def test_cluster_goldmane_files(self, kubeconfig: Path, tmp_path: Path) -> None:
+        """cluster with --goldmane-enabled: the client certificate, key and CA must make a client
+        context (a key of another certificate does not); valid files show where and how it
+        reads; a stall timeout within Goldmane's 15 s windows warns when streaming."""
+        ca = make_ca(tmp_path / "ca", "operator-ca")
+        client = make_cert(tmp_path / "client", "calico-exporter", ca, server=False)
+        other = make_cert(tmp_path / "other", "someone-else", ca, server=False)
+        files = ["--goldmane-cert-file", str(client.cert), "--goldmane-ca-file", str(ca.cert)]
+        bad = cli("check-config", "cluster", "--kubeconfig", str(kubeconfig),
+                  "--goldmane-enabled", *files, "--goldmane-key-file", str(other.key))
+        assert bad.returncode == 2
+        (error,) = _errors(bad)
+        assert error.startswith(
+            "invalid value for --goldmane-cert-file (CALICO_EXPORTER_GOLDMANE_CERT_FILE): cannot "
+            f"use {client.cert}, {other.key}, {ca.cert}: ")
+        good = cli("check-config", "cluster", "--kubeconfig", str(kubeconfig),
+                   "--goldmane-enabled", *files, "--goldmane-key-file", str(client.key),
+                   "--goldmane-read", "stream", "--goldmane-stall-timeout", "10s")
+        assert good.returncode == 0, good.stderr
+        shown = yaml.safe_load(good.stdout)
+        assert shown["goldmane"] == {"address": "goldmane.calico-system.svc:7443",
+                                     "read": "stream"}
+        assert shown["goldmane_stall_timeout"] == 10.0
+        assert good.stderr == (
+            "calico-exporter: warning: --goldmane-stall-timeout (10s) is not longer than the 15s "
+            "between Goldmane's windows: quiet but healthy flow streams will be restarted\n")
+
+    def test_goldmane_settings_are_read_by_cluster_and_demo_only(self, kubeconfig: Path) -> None:
+        """The flows group belongs to cluster and demo: a bad Goldmane setting fails their
+        check, never node's or probe's."""
+        env = {"CALICO_EXPORTER_GOLDMANE_READ": "push"}
+        assert cli("check-config", "demo", env=env).returncode == 2
+        assert cli("check-config", "cluster", "--kubeconfig", str(kubeconfig),
+                   env=env).returncode == 2
+        assert cli("check-config", "node", "--node-name", "n", env=env).returncode == 0
+        assert cli("check-config", "probe", "--probe-config", str(PROBES),
+                   env=env).returncode == 0
+
     def test_probe(self) -> None:
         """probe: bad settings and every problem of the probe file, all reported."""
         path = Path(__file__).parent / "probes/testdata/invalid/several_problems.yaml"
@@ -413,7 +481,8 @@ class TestDurations:
             "api_timeout", "watch_timeout", "inactivity_timeout", "backoff_initial",
             "backoff_max", "node_status_update_period", "leak_grace_period", "bird_interval",
             "bird_timeout", "flap_interval", "header_read_timeout", "keepalive_timeout",
-            "token_review_cache_ttl", "access_review_allow_ttl", "access_review_deny_ttl"}
+            "token_review_cache_ttl", "access_review_allow_ttl", "access_review_deny_ttl",
+            "goldmane_stall_timeout"}
 
     @pytest.mark.parametrize("opt", DURATION_OPTIONS, ids=lambda o: o.name)
     @pytest.mark.parametrize(("text", "seconds"), FORMS, ids=[f for f, _ in FORMS])

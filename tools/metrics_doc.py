@@ -16,6 +16,7 @@ MODULES = {
     "ipam": "IPAM utilization",
     "policy": "Network policy selection and isolation",
     "probes": "Synthetic probes",
+    "flows": "Traffic verdicts from Calico's Goldmane (cluster mode with --goldmane-enabled)",
     "self": "The exporter itself",
     "http": "The HTTP endpoint (connections and scraper authorization)",
 }

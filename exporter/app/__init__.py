@@ -5,8 +5,8 @@ Subcommands:
 - ``cluster``: the cluster-wide exporter (CalicoNodeStatus refresher, BGP, IPAM, policy).
 - ``node``: node-local BGP metrics from BIRD's control sockets.
 - ``probe``: a synthetic-probe agent for one source namespace.
-- ``demo``: the exporter (cluster mode, node mode per node), a probe agent and the simulated
-  ``nke-lab`` cluster in one process.
+- ``demo``: the exporter (cluster mode with Goldmane's flows, node mode per node), a probe agent,
+  the simulated ``nke-lab`` cluster and a Goldmane stand-in in one process.
 - ``check-config MODE``: validate the settings of one mode and what it needs (kubeconfig, node
   name, probe config) and print that mode's effective values.
 - ``selector``: parse a Calico selector, print its canonical form, optionally match labels.
@@ -35,10 +35,10 @@ from exporter.logs import configure_logging
 log = structlog.get_logger(__name__)
 
 GROUPS_BY_COMMAND: dict[str, tuple[str, ...]] = {
-    "cluster": ("server", "access", "log", "kube", "watch", "node_status", "ipam"),
+    "cluster": ("server", "access", "log", "kube", "watch", "node_status", "ipam", "flows"),
     "node": ("server", "access", "log", "bird", "kube"),
     "probe": ("server", "access", "log", "probes", "kube"),
-    "demo": ("server", "access", "log", "watch", "node_status", "ipam", "demo"),
+    "demo": ("server", "access", "log", "watch", "node_status", "ipam", "flows", "demo"),
 }
 """The setting groups each mode reads; ``check-config MODE`` checks exactly these."""
 MODES = tuple(GROUPS_BY_COMMAND)
@@ -48,13 +48,14 @@ DESCRIPTIONS = {
     "metrics from Kubernetes watches.",
     "node": "Run the node-local exporter: BGP metrics straight from BIRD's control sockets.",
     "probe": "Run a synthetic-probe agent for the probes whose source namespace is this one.",
-    "demo": "Run the exporter (cluster mode, and node mode for every node) and a probe agent "
-    "against the built-in simulated Calico cluster.",
+    "demo": "Run the exporter (cluster mode with Goldmane's flows, and node mode for every node) "
+    "and a probe agent against the built-in simulated Calico cluster and a Goldmane stand-in.",
     "check-config": "Validate the settings of one mode and what it will need (cluster: the "
-    "kubeconfig; node: a node name; probe: the probe config, whose probes are listed with their "
-    "schedule; any mode: the TLS files, and with --authorize-scrapers the kubeconfig), print "
-    "that mode's effective settings and exit: 0 when valid (warnings about contradictions go "
-    "to stderr), 2 when not, with every problem listed.",
+    "kubeconfig and, with --goldmane-enabled, Goldmane's client certificate files; node: a "
+    "node name; probe: the probe config, whose probes are listed with their schedule; any mode: "
+    "the TLS files, and with --authorize-scrapers the kubeconfig), print that mode's effective "
+    "settings and exit: 0 when valid (warnings about contradictions go to stderr), 2 when not, "
+    "with every problem listed.",
     "selector": "Parse a Calico selector, print its canonical form and, given labels, whether it "
     "matches: exit 0 on a match, 1 on no match, 2 on a parse error. --labels with no pairs is "
     "the empty label set; --labels may be repeated.",

@@ -4,6 +4,8 @@ The settings themselves are checked by :func:`exporter.config.check`; this modul
 the checks the mode would otherwise only fail at start-up, with the same messages:
 
 - ``cluster``: the kubeconfig (or the in-cluster service account) loads as ``cluster`` loads it;
+  with ``--goldmane-enabled``, Goldmane's client certificate, key and CA make a client context
+  (the certificate and key belong together, the CA is a CA bundle);
 - ``node``: a node name is set; a BIRD socket that does not exist here is a warning (fine when
   checking away from the node);
 - ``probe``: the probe config is given and valid; its probes are listed with their schedule and
@@ -40,6 +42,8 @@ def check_mode(mode: str, settings: Settings, *, environ: Mapping[str, str],
     report = Report()
     if mode == "cluster" or (mode in ("node", "probe") and settings.access.authorize_scrapers):
         _check_kubeconfig(settings, environ, service_account, report)
+    if mode == "cluster":
+        _check_goldmane(settings, report)
     if mode == "node":
         _check_node(settings, report)
     elif mode == "probe":
@@ -60,6 +64,26 @@ def _check_tls(settings: Settings, report: Report) -> None:
         load_tls(access)
     except ConfigError as exc:
         report.problems.append(str(exc))
+
+
+def _check_goldmane(settings: Settings, report: Report) -> None:
+    import ssl
+
+    flows = settings.flows
+    files = (flows.goldmane_cert_file, flows.goldmane_key_file, flows.goldmane_ca_file)
+    if not flows.goldmane_enabled or not all(files):
+        return  # off, or files missing: exporter.config reports that
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                             cafile=flows.goldmane_ca_file)
+        context.load_cert_chain(flows.goldmane_cert_file, flows.goldmane_key_file)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        report.problems.append(
+            "invalid value for --goldmane-cert-file (CALICO_EXPORTER_GOLDMANE_CERT_FILE): cannot "
+            f"use {', '.join(files)}: {reason}")
+        return
+    report.details["goldmane"] = {"address": flows.goldmane_address, "read": flows.goldmane_read}
 
 
 def _check_kubeconfig(settings: Settings, environ: Mapping[str, str],

@@ -43,6 +43,7 @@ from exporter.model.policy import (
 from exporter.model.telemetry import Telemetry
 from exporter.nodestatus.refresher import OWNED_SELECTOR, NodeStatusRefresher
 from exporter.nodestatus.view import NodeStatusView
+from exporter.policy.index import PolicyIndex
 from exporter.policy.wiring import PolicyStores, wire_policy_index
 
 STATUS_PAGE_SIZE = 20
@@ -64,6 +65,14 @@ class Role:
     def ready(self) -> bool:
         return (all(store.synced.is_set() for store in self.stores)
                 and all(check() for check in self.checks))
+
+
+@dataclass
+class ClusterRole(Role):
+    """The cluster role, with its policy index: the flow counters take the tier and name of a
+    policy from it (``exporter.app.flows``)."""
+
+    policies: PolicyIndex | None = None
 
 
 class _Watches:
@@ -91,9 +100,9 @@ class _Watches:
         return store
 
 
-def build_cluster_role(api: KubeApi, settings: Settings, telemetry: Telemetry) -> Role:
+def build_cluster_role(api: KubeApi, settings: Settings, telemetry: Telemetry) -> ClusterRole:
     """Wire every cluster-mode feature against one API connection."""
-    role = Role()
+    role = ClusterRole()
     watches = _Watches(api, settings, telemetry, role)
     ns_settings = settings.node_status
 
@@ -144,4 +153,5 @@ def build_cluster_role(api: KubeApi, settings: Settings, telemetry: Telemetry) -
         global_network_sets=watches.add(r.GLOBAL_NETWORK_SETS, parse_global_network_set),
     ), telemetry=telemetry)
     role.collectors.append(PolicyCollector(policy))
+    role.policies = policy
     return role

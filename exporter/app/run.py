@@ -14,6 +14,7 @@ import structlog
 
 from exporter.app.access import scraper_authorizer
 from exporter.app.cluster import Role, build_cluster_role
+from exporter.app.flows import build_flows_role, demo_goldmane
 from exporter.app.supervisor import Job, supervise
 from exporter.config import BirdSettings, ConfigError, Settings
 from exporter.kube.client import connect
@@ -138,7 +139,8 @@ async def run_cluster(settings: Settings, stop: asyncio.Event) -> None:
     telemetry = Telemetry()
     async with connect(settings.kube) as api:
         role = build_cluster_role(api, settings, telemetry)
-        await serve_roles([role], settings=settings, telemetry=telemetry, stop=stop)
+        flows = build_flows_role(settings.flows, telemetry, policies=role.policies)
+        await serve_roles([role, flows], settings=settings, telemetry=telemetry, stop=stop)
 
 
 DEMO_BANNER = """
@@ -153,7 +155,9 @@ What runs here, all in this process:
   - the exporter in node mode for each node, reading that node's BIRD socket (per-peer routes
     and the time each session last changed come from there);
   - a probe agent for namespace "demo" running HTTP, TCP and DNS probes against targets served
-    on loopback; one of them is expected to be denied (a closed port), and matches.
+    on loopback; one of them is expected to be denied (a closed port), and matches;
+  - a Goldmane stand-in serving the lab's flows over mutual TLS every 15 s, their policy
+    verdicts computed from the cluster's policies, and the exporter reading them.
 
   Metrics     http://{listen}/metrics      (also /healthz and /readyz)
   Node mode   {node_endpoints}
@@ -173,6 +177,7 @@ Policy tiers, a staged Set and Delete, a ClusterNetworkPolicy in tier kube-admin
 
 Try:  curl -s http://{listen}/metrics | grep -E 'calico_(bgp_peers|ippool_utiliz|probe_succ)'
       curl -s http://{listen}/metrics | grep -E 'calico_network_policy_(tiers|selected|staged)'
+      curl -s http://{listen}/metrics | grep -E 'calico_policy_(staged_)?flow_connections'
 A probe agent (source namespace "demo") runs HTTP, TCP and DNS probes against targets the demo
 serves on loopback; one of them is expected to be denied (a closed port), and matches.
 
@@ -184,6 +189,9 @@ A pod deleted with kubectl keeps its address, as if the CNI plugin never release
 --leak-grace-period ({grace}) calico_ipam_leaked_addresses counts it on its node.
 In namespace "default" a NetworkPolicy with a typo in its selector selects no pod
 (calico_network_policy_selected_pods 0), next to a NetworkSet and a GlobalNetworkSet.
+In "guestbook" the staged policy lockdown-guestbook would deny what mypolicy lets testns send
+today: calico_policy_staged_flow_changed_connections_total{{action="deny"}} counts it (the
+CalicoStagedPolicyWouldDeny alert), with the labels of its calico_network_policy_* series.
 {flap}Stop with Ctrl-C.
 """
 
@@ -239,8 +247,12 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
                 node_endpoints = _node_endpoints(settings.demo.node_listen, nodes, birds.path)
                 async with connect(settings.kube) as api, demo_probe_role(
                     settings, telemetry=telemetry, directory=Path(tmp)
-                ) as probe_role:
+                ) as probe_role, demo_goldmane(
+                    apiserver, Path(tmp), settings=settings.flows
+                ) as flow_settings:
                     role = build_cluster_role(api, settings, telemetry)
+                    flows_role = build_flows_role(flow_settings, telemetry,
+                                                  policies=role.policies)
 
                     def banner(ports: list[int]) -> None:
                         sys.stdout.write(demo_banner(
@@ -249,9 +261,10 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
                             kubeconfig=kubeconfig, calico=apiserver.calico_group))
                         sys.stdout.flush()
 
-                    await serve_endpoints(
-                        [Endpoint(settings.server.listen, [role, probe_role], telemetry),
-                         *node_endpoints], settings=settings, stop=stop, on_serving=banner)
+                    main = Endpoint(settings.server.listen, [role, probe_role, flows_role],
+                                    telemetry)
+                    await serve_endpoints([main, *node_endpoints], settings=settings, stop=stop,
+                                          on_serving=banner)
             finally:
                 await birds.stop()
     finally:

@@ -171,6 +171,14 @@ def policy_name(raw: RawObject, tier: str) -> str:
         raise ParseError(f"metadata.annotations[{CALICO_METADATA}] name is not a string")
     if name:
         return name
+    return determine_policy_name(stored, tier)
+
+
+def determine_policy_name(stored: str, tier: str) -> str:
+    """libcalico-go's ``determinePolicyName`` (``k8s/resources/resources.go``, v3.31.0 and
+    v3.32.1): a stored (Staged)(Global)NetworkPolicy name without a leading ``default.`` when
+    the tier is ``default`` (or empty), else unchanged. Also what the flow counters apply to the
+    name Goldmane reports, which is the stored name (``exporter.flows.ingest``)."""
     if tier in (DEFAULT_TIER, "") and stored.startswith(DEFAULT_TIER + "."):
         return stored[len(DEFAULT_TIER) + 1 :]
     return stored

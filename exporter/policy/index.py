@@ -122,6 +122,7 @@ SeriesKey = tuple[PolicyKind, str, str, str]
 """(kind, namespace, tier, name as Calico shows it): one per-policy series."""
 
 _EMPTY: Mapping[str, str] = {}
+_KINDS: dict[str, PolicyKind] = {kind: kind for kind in POLICY_KINDS}
 _RESOURCE: dict[PolicyKind, str] = {
     "k8s": K8S_NETWORK_POLICIES.name,
     "calico": CALICO_NETWORK_POLICIES.name,
@@ -542,6 +543,14 @@ class PolicyIndex:
 
     def policy_keys(self) -> list[PolicyKey]:
         return list(self._policies)
+
+    def shown(self, kind: str, namespace: str, stored: str) -> tuple[str, str] | None:
+        """(tier, name as Calico shows it) of the policy of ``kind`` stored as ``stored`` in
+        ``namespace`` ("" for the cluster-scoped kinds): the tier and policy labels of its
+        ``calico_network_policy_*`` series. None when there is none."""
+        known = _KINDS.get(kind)
+        policy = None if known is None else self._policies.get((known, namespace, stored))
+        return None if policy is None else (policy.tier, policy.name)
 
     def selected_count(self, key: PolicyKey) -> int:
         """How many counted pods a policy selects (0 when unknown)."""

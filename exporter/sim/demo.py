@@ -1,7 +1,10 @@
 """What ``calico-exporter demo`` adds to its simulated cluster so that every dashboard panel has
 something to show: a NetworkSet and a GlobalNetworkSet, and a Kubernetes NetworkPolicy whose
-selector has a typo (``run: tsetpod``), so it selects no pod at all. They live in namespace
-``default``, which every cluster has. Addresses are documentation ranges: data, never targets.
+selector has a typo (``run: tsetpod``), so it selects no pod at all, in namespace ``default``,
+which every cluster has; and in ``guestbook`` a staged policy that would deny what is allowed
+today (testns's traffic into guestbook, which ``mypolicy`` allows), so the demo's flows show
+``CalicoStagedPolicyWouldDeny`` and the "would deny" panel. Addresses are documentation
+ranges: data, never targets.
 The Calico objects go into the group that holds Calico's data (``ApiServer.calico_group``), as
 the scenario's do.
 """
@@ -27,8 +30,15 @@ EXTRAS: tuple[dict[str, Any], ...] = (
      "spec": {"podSelector": {"matchLabels": {"run": "tsetpod"}},
               "policyTypes": ["Ingress"],
               "ingress": [{"from": [{"podSelector": {"matchLabels": {"tier": "frontend"}}}]}]}},
+    {"apiVersion": "crd.projectcalico.org/v1", "kind": "StagedNetworkPolicy",
+     "metadata": {"name": "lockdown-guestbook", "namespace": "guestbook"},
+     "spec": {"stagedAction": "Set", "tier": "default", "order": 10, "selector": "all()",
+              "types": ["Ingress"],
+              "ingress": [{"action": "Deny", "source": {
+                  "namespaceSelector": "kubernetes.io/metadata.name == 'testns'"}}]}},
 )
-"""The objects: network sets, and a policy that selects nothing (a typo of ``testpod``)."""
+"""The objects: network sets, a policy that selects nothing (a typo of ``testpod``), and a
+staged policy that would deny allowed traffic."""
 
 
 def seed_extras(api: ApiServer) -> None:

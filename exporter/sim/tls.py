@@ -97,8 +97,10 @@ def _time(when: datetime) -> bytes:
 
 
 def self_signed(common_name: str = "sim-apiserver",
-                hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")) -> tuple[bytes, bytes]:
-    """``(certificate PEM, PKCS#1 private key PEM)`` of a new self-signed server certificate."""
+                hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"), *,
+                client: bool = False) -> tuple[bytes, bytes]:
+    """``(certificate PEM, PKCS#1 private key PEM)`` of a new self-signed server certificate
+    (also valid for TLS client authentication with ``client``)."""
     e = 65537
     while True:
         p, q = _prime(1024), _prime(1024)
@@ -122,7 +124,8 @@ def self_signed(common_name: str = "sim-apiserver",
     extensions = _seq(
         _seq(_oid("2.5.29.19"), b"\x01\x01\xff", _tlv(0x04, _seq(b"\x01\x01\xff"))),
         _seq(_oid("2.5.29.15"), b"\x01\x01\xff", _tlv(0x04, b"\x03\x02\x02\xa4")),
-        _seq(_oid("2.5.29.37"), _tlv(0x04, _seq(_oid("1.3.6.1.5.5.7.3.1")))),
+        _seq(_oid("2.5.29.37"), _tlv(0x04, _seq(_oid("1.3.6.1.5.5.7.3.1"), *(
+            (_oid("1.3.6.1.5.5.7.3.2"),) if client else ())))),
         _seq(_oid("2.5.29.14"), _tlv(0x04, _tlv(0x04, ski))),
         _seq(_oid("2.5.29.17"), _tlv(0x04, _seq(sans))),
     )

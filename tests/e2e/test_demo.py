@@ -320,8 +320,9 @@ def test_calico_api_flavours(flavour: str, group: str) -> None:
     """`demo --calico-api v3|both`: the simulated cluster writes where Calico's data is, the
     exporter discovers that group (v1 when the Calico API server's v3 is also served) and serves
     the write-up's numbers, the demo's network sets are there, node mode runs per node from the
-    simulated BIRD sockets, the banner's kubectl commands read that group, and a pod created
-    with kubectl gets an address from the IPAM in that group."""
+    simulated BIRD sockets, the banner's kubectl commands read that group, a pod created
+    with kubectl gets an address from the IPAM in that group, and the Goldmane stand-in's flows
+    (traced from that group's policies, staged ones included) join the policy series."""
     with running_demo("--calico-api", flavour, "--flap-interval", "0") as running:
         got = running.wait_for(lambda s: value(s, "calico_bgp_peers", node=MASTER,
                                                ip_version="4", state="established") == 2
@@ -359,6 +360,73 @@ def test_calico_api_flavours(flavour: str, group: str) -> None:
             assert ip.startswith("172.20.188.")  # worker-0's block 172.20.188.64/26
             running.wait_for(lambda s: value(s, "calico_ipam_node_allocated_addresses",
                                              node=WORKER0, pool=pool) == before + 1)
+        flows = running.wait_for(would_deny, timeout=90)
+        assert joined_kinds(flows) == {"k8s", "calico", "global", "cluster", "staged"}
+
+
+FLOW_FAMILIES = ("calico_policy_flow_connections_total",
+                 "calico_policy_staged_flow_connections_total",
+                 "calico_policy_staged_flow_changed_connections_total")
+JOIN = ("kind", "namespace", "tier", "policy")
+
+
+def would_deny(s: Samples) -> bool:
+    """The staged lockdown of the demo's guestbook would deny testns's allowed traffic."""
+    return bool(value(s, "calico_policy_staged_flow_changed_connections_total",
+                      tier="default", kind="staged", namespace="guestbook",
+                      policy="lockdown-guestbook", action="deny", direction="ingress"))
+
+
+def joined_kinds(got: Samples) -> set[str]:
+    """The join of the flow families with calico_network_policy_selected_pods on
+    {kind,namespace,tier,policy}: every flow series that names a policy finds its policy series
+    (asserted); the kinds joined."""
+    policies = {tuple(dict(lbl)[k] for k in JOIN) for (n, lbl) in got
+                if n == "calico_network_policy_selected_pods"}
+    named = {tuple(dict(lbl)[k] for k in JOIN) for (n, lbl) in got
+             if n in FLOW_FAMILIES and not dict(lbl)["policy"].startswith("__")}
+    assert named, "no flow series names a policy"
+    assert named <= policies, sorted(named - policies)
+    return {kind for kind, _, _, _ in named}
+
+
+def test_goldmane_flow_families(demo: Demo) -> None:
+    """The demo's exporter reads its Goldmane stand-in over mutual TLS: the lab's verdicts show
+    per policy (testns allowed into guestbook by mypolicy, the rest of guestbook's ingress denied
+    at the end of the default tier, egress to 8.0.0.0/8 denied by custom-deny-egress, DNS allowed
+    by the security tier's allow-dns, kube-system's own DNS accepted by the kube-admin tier's
+    ClusterNetworkPolicy), the demo's staged lockdown would deny the allowed testns traffic and
+    the scenario's staged frontend-ingress would allow what is denied, and the namespace pairs
+    are on."""
+    got = demo.wait_for(would_deny, timeout=90)
+    flow = "calico_policy_flow_connections_total"
+    assert value(got, flow, tier="default", kind="k8s", namespace="guestbook", policy="mypolicy",
+                 action="allow", direction="ingress")
+    assert value(got, flow, tier="default", kind="k8s", namespace="guestbook",
+                 policy="__end_of_tier__", action="deny", direction="ingress")
+    assert value(got, flow, tier="default", kind="calico", namespace="guestbook",
+                 policy="custom-deny-egress", action="deny", direction="egress")
+    assert value(got, flow, tier="security", kind="global", namespace="",
+                 policy="security.allow-dns", action="allow", direction="egress")
+    assert value(got, flow, tier="kube-admin", kind="cluster", namespace="",
+                 policy="kube-system-internal", action="allow", direction="ingress")
+    assert value(got, "calico_policy_staged_flow_changed_connections_total", tier="default",
+                 kind="staged", namespace="guestbook", policy="frontend-ingress",
+                 action="allow", direction="ingress")
+    assert value(got, "calico_policy_flow_bytes_total", tier="", kind="profile", namespace="",
+                 policy="__profile__", action="allow", direction="ingress")
+    assert value(got, "calico_namespace_flow_connections_total", source_namespace="testns",
+                 destination_namespace="guestbook", action="allow")
+    assert value(got, "calico_exporter_source_up", source="goldmane") == 1
+    assert value(got, "calico_exporter_goldmane_flows_received_total")
+
+
+def test_flow_series_join_the_policy_series(demo: Demo) -> None:
+    """Every flow series that names a policy has the kind, namespace, tier and policy of that
+    policy's calico_network_policy_selected_pods series, for every kind the demo's traffic
+    meets (Kubernetes, Calico, global in tier security, ClusterNetworkPolicy, staged)."""
+    got = demo.wait_for(would_deny, timeout=90)
+    assert joined_kinds(got) == {"k8s", "calico", "global", "cluster", "staged"}
 
 
 def test_sigterm_exits_cleanly_within_2s(demo: Demo) -> None:

@@ -399,6 +399,46 @@ async def test_every_used_metric_name_is_live(stack: Stack, tmp_path: Path) -> N
         assert not absent, f"used but never exported: {absent}"
 
 
+GOLDMANE_DOC = Path(__file__).parents[2] / "docs" / "goldmane.md"
+FLOW_POLICY_SERIES = ('{__name__=~"calico_policy_flow_connections_total|'
+                      'calico_policy_staged_flow_connections_total|'
+                      'calico_policy_staged_flow_changed_connections_total", policy!~"__.*"}')
+ON = "(kind, namespace, tier, policy)"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_flow_families_join_the_policy_families(stack: Stack, tmp_path: Path) -> None:
+    """Prometheus joins the demo's flow families with calico_network_policy_selected_pods on
+    {kind,namespace,tier,policy}: docs/goldmane.md's query (the policies that denied traffic,
+    with the pods they select) finds custom-deny-egress and its 5 guestbook pods, and no flow
+    series that names a policy is left out of the join, whatever its kind."""
+    optional_tool("prometheus")
+    doc_query = re.search(r"```promql\n(.*?)```", GOLDMANE_DOC.read_text(), re.S)
+    assert doc_query is not None
+    async with run_prometheus(tmp_path / "prometheus", targets={JOB: stack.targets[JOB]}) as prom:
+        async def joined() -> list[dict[str, Any]]:
+            return await prom.query(f"count by {ON} ({FLOW_POLICY_SERIES}) and on {ON} "
+                                    "calico_network_policy_selected_pods")
+
+        async def every_kind() -> bool:
+            kinds = {s["metric"]["kind"] for s in await joined()}
+            return kinds >= {"k8s", "calico", "global", "cluster", "staged"}
+
+        await prom.wait_for(every_kind, timeout=120)
+        left_out = await prom.query(f"count by {ON} ({FLOW_POLICY_SERIES}) unless on {ON} "
+                                    "calico_network_policy_selected_pods")
+        assert left_out == []
+
+        async def denied() -> list[dict[str, Any]]:
+            return await prom.query(doc_query.group(1))
+
+        result = await prom.wait_for(denied, timeout=60)
+        assert {(s["metric"]["kind"], s["metric"]["namespace"], s["metric"]["tier"],
+                 s["metric"]["policy"], s["value"][1]) for s in result} == {
+            ("calico", "guestbook", "default", "custom-deny-egress", "5")}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_first_invalid_object_shows_in_the_health_dashboard(stack: Stack,

@@ -115,16 +115,32 @@ def test_version(image: Image) -> None:
 
 
 def test_only_runtime_dependencies(image: Image) -> None:
-    """The image's Python has the exporter and its runtime dependencies, and no pip, no test
-    tools, no compiler."""
+    """The image's Python has the exporter and its runtime dependencies (grpcio and protobuf for
+    Goldmane included), and no pip, no test tools, no protobuf compiler, no compiler."""
     script = ("import importlib.util as u; print(*[m for m in ('exporter', 'aiohttp', "
-              "'kubernetes_asyncio', 'prometheus_client', 'orjson', 'structlog', 'yaml', 'pip', "
-              "'pytest', 'mypy', 'setuptools') if u.find_spec(m)])")
+              "'kubernetes_asyncio', 'prometheus_client', 'orjson', 'structlog', 'yaml', 'grpc', "
+              "'google.protobuf', 'pip', 'pytest', 'mypy', 'setuptools', 'grpc_tools', "
+              "'mypy_protobuf') if u.find_spec(m)])")
     result = image.run("python", "-c", script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["exporter", "aiohttp", "kubernetes_asyncio",
-                                     "prometheus_client", "orjson", "structlog", "yaml"]
+                                     "prometheus_client", "orjson", "structlog", "yaml", "grpc",
+                                     "google.protobuf"]
     assert image.run("sh", "-c", "command -v gcc cc || echo none").stdout.strip() == "none"
+    stubs = image.run("sh", "-c", "find /opt/calico-exporter -name '*.pyi' | wc -l")
+    assert stubs.stdout.strip() == "0"
+
+
+def test_generated_kubernetes_classes_import_from_bytecode(image: Image) -> None:
+    """kubernetes-asyncio's generated API and model classes have no sources in the image, only
+    bytecode where the sources were, and import from it (its client package imports them)."""
+    script = ("import kubernetes_asyncio.client as c; "
+              "print(c.CoreV1Api.__module__, c.V1Pod.__module__, "
+              "c.api.core_v1_api.__file__.endswith('.pyc'))")
+    result = image.run("python", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["kubernetes_asyncio.client.api.core_v1_api",
+                                     "kubernetes_asyncio.client.models.v1_pod", "True"]
 
 
 def _size_mb(image: Image) -> float:
@@ -174,7 +190,8 @@ def _find_process(marker: str, deadline: float) -> int:
 
 def test_demo_runs_read_only_as_65532(image: Image) -> None:
     """`calico-exporter demo` in the image, root read-only and /tmp a tmpfs, serves /metrics
-    with the demo's BGP numbers, as uid 65532 with no capabilities."""
+    with the demo's BGP numbers and reads its Goldmane stand-in over gRPC with mutual TLS (grpcio
+    works in the image), as uid 65532 with no capabilities."""
     port, api = _free_port(), _free_port()
     marker = f"--listen 127.0.0.1:{port}"
     proc = subprocess.Popen(image.argv("calico-exporter", "demo", marker, "--apiserver-listen",
@@ -195,6 +212,11 @@ def test_demo_runs_read_only_as_65532(image: Image) -> None:
             assert time.monotonic() < deadline, "the demo never served its BGP numbers"
             time.sleep(0.5)
         assert value(samples, "calico_ippool_size_addresses", pool="default-ipv4-ippool") == 65536
+        while value(samples, "calico_exporter_source_up", source="goldmane") != 1:
+            assert time.monotonic() < deadline, "the demo never read its Goldmane over mTLS"
+            time.sleep(0.5)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                samples = parse_samples(r.read().decode())
         status = Path(f"/proc/{pid}/status").read_text()
         assert re.search(r"^Uid:\s+65532\s+65532\s+65532\s+65532$", status, re.M), status
         assert re.search(r"^CapEff:\s+0+$", status, re.M), status

@@ -116,12 +116,12 @@ def test_unit_tests_only_name_existing_alerts() -> None:
 
 @pytest.mark.parametrize("rule", RULES, ids=_ids)
 def test_rule_follows_the_conventions(rule: dict[str, Any]) -> None:
-    """CamelCase Calico name, warning or critical severity, exactly summary, description and
+    """CamelCase Calico name, critical, warning or info severity, exactly summary, description and
     runbook_url, the runbook URL of its section, and a plain `for` duration."""
     assert re.fullmatch(r"Calico[A-Z][A-Za-z]+", rule["alert"])
     assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}
     assert rule["labels"] == {"severity": rule["labels"]["severity"]}
-    assert rule["labels"]["severity"] in {"warning", "critical"}
+    assert rule["labels"]["severity"] in {"warning", "critical", "info"}
     assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
     assert rule["annotations"]["runbook_url"] == RUNBOOK_URL + rule["alert"].lower()
     assert re.fullmatch(r"\d+[mh]", rule["for"])
